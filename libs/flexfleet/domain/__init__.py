@@ -1,0 +1,1 @@
+"""Vehicles, owners, chargers, sites, contracts and the MTU time grid."""

@@ -1,0 +1,1 @@
+"""Thin shells around flexfleet: Kafka, database, HTTP, files."""
