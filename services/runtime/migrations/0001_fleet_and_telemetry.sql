@@ -127,6 +127,7 @@ CREATE TABLE telemetry_rejects (
     message_key  bytea,
     message      bytea NOT NULL,
     field        text NOT NULL,
+    code         text NOT NULL,
     reason       text NOT NULL,
     rejected_at  timestamptz NOT NULL DEFAULT now(),
     published    boolean NOT NULL DEFAULT false,

@@ -1,0 +1,223 @@
+"""Validation of telemetry.v1 readings (docs/schemas/telemetry.v1.json), without I/O.
+
+Ingest runs this on every message, so it is hand-written rather than a generic JSON-schema
+validator (a test holds it to the schema with jsonschema on generated messages). Beyond the
+schema it checks what only the fleet registry knows: the vehicle and charger exist and the power
+is within the pair's ratings.
+
+>>> from datetime import datetime, UTC
+>>> registry = FleetLimits({"v1": Limits(11.0, 0.0)}, {"c1": Limits(11.0, 0.0)})
+>>> now = datetime(2026, 11, 2, 18, tzinfo=UTC)
+>>> parse_reading(b'{"vehicle_id":"v1","ts":"2026-11-02T17:45:00Z","plugged_in":true,'
+...               b'"charger_id":"c1","power_kw":7.2,"soc_pct":41.5}', registry, now).soc_pct
+41.5
+>>> parse_reading(b'{"vehicle_id":"v1","ts":"2026-11-02T17:45:00Z","plugged_in":true,'
+...               b'"charger_id":"c1","power_kw":7.2,"soc_pct":104}', registry, now)
+Rejection(field='soc_pct', code='out_of_range', reason='must be between 0 and 100, got 104')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+import orjson
+
+# Metering error allowed above a rating before a reading is called impossible (the TSOs ask for
+# 5 % power accuracy below 1.5 MW).
+POWER_TOLERANCE = 0.05
+# An unplugged car still reports a few watts of noise on some chargers.
+UNPLUGGED_POWER_KW = 0.1
+DEFAULT_FUTURE_TOLERANCE = timedelta(seconds=300)
+
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_SOC_SOURCES = frozenset({"vehicle_api", "iso15118", "estimated", None})
+
+
+class Reading(NamedTuple):
+    """One accepted reading, in the column order of the telemetry table."""
+
+    vehicle_id: str
+    ts: datetime
+    plugged_in: bool
+    charger_id: str | None
+    power_kw: float
+    soc_pct: float | None
+    soc_source: str | None
+    energy_import_kwh: float | None
+    energy_export_kwh: float | None
+    battery_temp_c: float | None
+    odometer_km: float | None
+    departure_at: datetime | None
+    min_soc_pct: float | None
+
+
+COLUMNS: tuple[str, ...] = Reading._fields
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was refused: the field at fault, a stable code to count by, and a sentence."""
+
+    field: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Rated power of a vehicle or a charger, in kW, both as positive numbers."""
+
+    max_charge_kw: float
+    max_discharge_kw: float
+
+
+@dataclass(slots=True)
+class FleetLimits:
+    """What ingest knows of the fleet registry: ratings by vehicle and by charger id."""
+
+    vehicles: dict[str, Limits] = field(default_factory=dict)
+    chargers: dict[str, Limits] = field(default_factory=dict)
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, code: str, reason: str) -> None:
+        self.rejection = Rejection(field, code, reason)
+
+
+# (name, required, nullable, kind) in schema order; kind drives the type check.
+_FIELDS: dict[str, tuple[bool, bool, str]] = {
+    "vehicle_id": (True, False, "id"),
+    "ts": (True, False, "time"),
+    "plugged_in": (True, False, "bool"),
+    "charger_id": (False, True, "id"),
+    "power_kw": (True, False, "number"),
+    "soc_pct": (False, True, "number"),
+    "soc_source": (False, True, "soc_source"),
+    "energy_import_kwh": (False, True, "number"),
+    "energy_export_kwh": (False, True, "number"),
+    "battery_temp_c": (False, True, "number"),
+    "odometer_km": (False, True, "number"),
+    "departure_at": (False, True, "time"),
+    "min_soc_pct": (False, True, "number"),
+}
+_REQUIRED = tuple(name for name, (required, _, _) in _FIELDS.items() if required)
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "power_kw": (-400.0, 400.0),
+    "soc_pct": (0.0, 100.0),
+    "energy_import_kwh": (0.0, None),
+    "energy_export_kwh": (0.0, None),
+    "battery_temp_c": (-40.0, 85.0),
+    "odometer_km": (0.0, None),
+    "min_soc_pct": (0.0, 100.0),
+}
+
+
+def _check(name: str, value: object) -> object:
+    """Type- and range-check one present field; returns the value as stored."""
+    required, nullable, kind = _FIELDS[name]
+    if value is None:
+        if nullable:
+            return None
+        raise _Invalid(name, "wrong_type", "must not be null")
+    if kind == "number":
+        # bool is an int in Python but not a number in JSON.
+        if type(value) is not float and type(value) is not int:
+            raise _Invalid(name, "wrong_type", f"must be a number, got {_json_type(value)}")
+        lo, hi = _RANGES[name]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"between {_fmt(lo)} and {_fmt(hi)}" if hi is not None else f"at least {_fmt(lo)}"
+            raise _Invalid(name, "out_of_range", f"must be {bounds}, got {value}")
+        return float(value)
+    if kind == "bool":
+        if type(value) is not bool:
+            raise _Invalid(name, "wrong_type", f"must be true or false, got {_json_type(value)}")
+        return value
+    if kind == "id":
+        if type(value) is not str:
+            raise _Invalid(name, "wrong_type", f"must be a string, got {_json_type(value)}")
+        if not _ID.fullmatch(value):
+            raise _Invalid(name, "bad_format", "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        return value
+    if kind == "time":
+        if type(value) is not str:
+            raise _Invalid(name, "wrong_type", f"must be an RFC 3339 string, got {_json_type(value)}")
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid(name, "bad_format", f"is not an RFC 3339 date-time: {value[:40]!r}") from None
+        if ts.tzinfo is None or "T" not in value.upper():
+            raise _Invalid(name, "bad_format", "must be an RFC 3339 date-time with an offset (Z or +hh:mm)")
+        return ts
+    # soc_source
+    if value not in _SOC_SOURCES:
+        raise _Invalid(name, "bad_value", f"must be one of vehicle_api, iso15118, estimated; got {value!r}")
+    return value
+
+
+def _json_type(value: object) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:g}" if x is not None else ""
+
+
+def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_tolerance: timedelta) -> Reading:
+    if not raw:
+        raise _Invalid("$", "empty", "message has no value")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise _Invalid("$", "malformed_json", f"not valid JSON: {e}") from None
+    if type(doc) is not dict:
+        raise _Invalid("$", "wrong_type", f"must be a JSON object, got {_json_type(doc)}")
+    for name in _REQUIRED:
+        if name not in doc:
+            raise _Invalid(name, "missing", "is required")
+    for name in doc:
+        if name not in _FIELDS:
+            raise _Invalid(name, "unknown_field", "is not a telemetry.v1 field")
+    values = {name: _check(name, value) for name, value in doc.items()}
+
+    vehicle_id = values["vehicle_id"]
+    vehicle = limits.vehicles.get(vehicle_id)
+    if vehicle is None:
+        raise _Invalid("vehicle_id", "unknown_vehicle", f"{vehicle_id!r} is not in the fleet registry")
+    ts = values["ts"]
+    if ts - now > future_tolerance:
+        ahead = int((ts - now).total_seconds())
+        raise _Invalid("ts", "in_future", f"is {ahead} s ahead of the ingest clock "
+                       f"(tolerance {int(future_tolerance.total_seconds())} s)")
+    power = values["power_kw"]
+    charger_id = values.get("charger_id")
+    if values["plugged_in"]:
+        if charger_id is None:
+            raise _Invalid("charger_id", "missing", "is required when plugged_in is true")
+        charger = limits.chargers.get(charger_id)
+        if charger is None:
+            raise _Invalid("charger_id", "unknown_charger", f"{charger_id!r} is not in the fleet registry")
+        max_charge = min(vehicle.max_charge_kw, charger.max_charge_kw) * (1 + POWER_TOLERANCE)
+        max_discharge = min(vehicle.max_discharge_kw, charger.max_discharge_kw) * (1 + POWER_TOLERANCE)
+        if power > max_charge + UNPLUGGED_POWER_KW or -power > max_discharge + UNPLUGGED_POWER_KW:
+            raise _Invalid("power_kw", "over_rating",
+                           f"{power} kW is outside this vehicle-charger pair's rating "
+                           f"(-{max_discharge:.1f} to {max_charge:.1f} kW incl. 5 % tolerance)")
+    elif abs(power) > UNPLUGGED_POWER_KW:
+        raise _Invalid("power_kw", "over_rating", f"is {power} kW while unplugged")
+    get = values.get
+    return Reading(vehicle_id, ts, values["plugged_in"], charger_id, power, get("soc_pct"),
+                   get("soc_source"), get("energy_import_kwh"), get("energy_export_kwh"),
+                   get("battery_temp_c"), get("odometer_km"), get("departure_at"), get("min_soc_pct"))
+
+
+def parse_reading(raw: bytes | None, limits: FleetLimits, now: datetime,
+                  future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE) -> Reading | Rejection:
+    """Parse one telemetry.v1 message; the first fault found is the one reported."""
+    try:
+        return _parse(raw, limits, now, future_tolerance)
+    except _Invalid as e:
+        return e.rejection
