@@ -33,6 +33,8 @@ UNPLUGGED_POWER_KW = 0.1
 DEFAULT_FUTURE_TOLERANCE = timedelta(seconds=300)
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# A fleet reporting on a cadence repeats the same timestamp strings thousands of times.
+_TIMES: dict[str, datetime] = {}
 _SOC_SOURCES = frozenset({"vehicle_api", "iso15118", "estimated", None})
 
 
@@ -144,12 +146,17 @@ def _check(name: str, value: object) -> object:
     if kind == "time":
         if type(value) is not str:
             raise _Invalid(name, "wrong_type", f"must be an RFC 3339 string, got {_json_type(value)}")
-        try:
-            ts = datetime.fromisoformat(value)
-        except ValueError:
-            raise _Invalid(name, "bad_format", f"is not an RFC 3339 date-time: {value[:40]!r}") from None
-        if ts.tzinfo is None or "T" not in value.upper():
-            raise _Invalid(name, "bad_format", "must be an RFC 3339 date-time with an offset (Z or +hh:mm)")
+        ts = _TIMES.get(value)
+        if ts is None:
+            try:
+                ts = datetime.fromisoformat(value)
+            except ValueError:
+                raise _Invalid(name, "bad_format", f"is not an RFC 3339 date-time: {value[:40]!r}") from None
+            if ts.tzinfo is None or value[10:11] not in ("T", "t"):
+                raise _Invalid(name, "bad_format", "must be an RFC 3339 date-time with an offset (Z or +hh:mm)")
+            if len(_TIMES) >= 8192:
+                _TIMES.clear()
+            _TIMES[value] = ts
         return ts
     # soc_source
     if value not in _SOC_SOURCES:
@@ -166,6 +173,11 @@ def _fmt(x: float | None) -> str:
     return f"{x:g}" if x is not None else ""
 
 
+_ALLOWED = frozenset(_FIELDS)
+_NUMERIC = tuple((name, *_RANGES[name]) for name, (_, _, kind) in _FIELDS.items() if kind == "number")
+_NULLABLE_NUMERIC = tuple(name for name, (_, nullable, kind) in _FIELDS.items() if kind == "number" and nullable)
+
+
 def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_tolerance: timedelta) -> Reading:
     if not raw:
         raise _Invalid("$", "empty", "message has no value")
@@ -175,26 +187,48 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
         raise _Invalid("$", "malformed_json", f"not valid JSON: {e}") from None
     if type(doc) is not dict:
         raise _Invalid("$", "wrong_type", f"must be a JSON object, got {_json_type(doc)}")
+    keys = doc.keys()
+    if not keys <= _ALLOWED:
+        raise _Invalid(min(keys - _ALLOWED), "unknown_field", "is not a telemetry.v1 field")
     for name in _REQUIRED:
         if name not in doc:
             raise _Invalid(name, "missing", "is required")
-    for name in doc:
-        if name not in _FIELDS:
-            raise _Invalid(name, "unknown_field", "is not a telemetry.v1 field")
-    values = {name: _check(name, value) for name, value in doc.items()}
+    get = doc.get
+    # The common case inline (it runs for every message); _check explains any failure.
+    for name, lo, hi in _NUMERIC:
+        value = get(name)
+        if value is None:
+            if name == "power_kw":
+                _check(name, value)
+            continue
+        if (type(value) is not float and type(value) is not int) or value < lo or (hi is not None and value > hi):
+            _check(name, value)
+    vehicle_id = doc["vehicle_id"]
+    if type(vehicle_id) is not str or not _ID.fullmatch(vehicle_id):
+        _check("vehicle_id", vehicle_id)
+    ts = _check("ts", doc["ts"])
+    plugged_in = doc["plugged_in"]
+    if type(plugged_in) is not bool:
+        _check("plugged_in", plugged_in)
+    charger_id = get("charger_id")
+    if charger_id is not None and (type(charger_id) is not str or not _ID.fullmatch(charger_id)):
+        _check("charger_id", charger_id)
+    soc_source = get("soc_source")
+    if soc_source not in _SOC_SOURCES:
+        _check("soc_source", soc_source)
+    departure_at = get("departure_at")
+    if departure_at is not None:
+        departure_at = _check("departure_at", departure_at)
 
-    vehicle_id = values["vehicle_id"]
     vehicle = limits.vehicles.get(vehicle_id)
     if vehicle is None:
         raise _Invalid("vehicle_id", "unknown_vehicle", f"{vehicle_id!r} is not in the fleet registry")
-    ts = values["ts"]
     if ts - now > future_tolerance:
         ahead = int((ts - now).total_seconds())
         raise _Invalid("ts", "in_future", f"is {ahead} s ahead of the ingest clock "
                        f"(tolerance {int(future_tolerance.total_seconds())} s)")
-    power = values["power_kw"]
-    charger_id = values.get("charger_id")
-    if values["plugged_in"]:
+    power = float(doc["power_kw"])
+    if plugged_in:
         if charger_id is None:
             raise _Invalid("charger_id", "missing", "is required when plugged_in is true")
         charger = limits.chargers.get(charger_id)
@@ -204,14 +238,16 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
         max_discharge = min(vehicle.max_discharge_kw, charger.max_discharge_kw) * (1 + POWER_TOLERANCE)
         if power > max_charge + UNPLUGGED_POWER_KW or -power > max_discharge + UNPLUGGED_POWER_KW:
             raise _Invalid("power_kw", "over_rating",
-                           f"{power} kW is outside this vehicle-charger pair's rating "
+                           f"{power:g} kW is outside this vehicle-charger pair's rating "
                            f"(-{max_discharge:.1f} to {max_charge:.1f} kW incl. 5 % tolerance)")
-    elif abs(power) > UNPLUGGED_POWER_KW:
-        raise _Invalid("power_kw", "over_rating", f"is {power} kW while unplugged")
-    get = values.get
-    return Reading(vehicle_id, ts, values["plugged_in"], charger_id, power, get("soc_pct"),
-                   get("soc_source"), get("energy_import_kwh"), get("energy_export_kwh"),
-                   get("battery_temp_c"), get("odometer_km"), get("departure_at"), get("min_soc_pct"))
+    elif power > UNPLUGGED_POWER_KW or power < -UNPLUGGED_POWER_KW:
+        raise _Invalid("power_kw", "over_rating", f"is {power:g} kW while unplugged")
+    soc, e_in, e_out, temp, odo, min_soc = (get(n) for n in _NULLABLE_NUMERIC)
+    return Reading(vehicle_id, ts, plugged_in, charger_id, power,
+                   None if soc is None else float(soc), soc_source,
+                   None if e_in is None else float(e_in), None if e_out is None else float(e_out),
+                   None if temp is None else float(temp), None if odo is None else float(odo),
+                   departure_at, None if min_soc is None else float(min_soc))
 
 
 def parse_reading(raw: bytes | None, limits: FleetLimits, now: datetime,
