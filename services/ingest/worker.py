@@ -300,6 +300,7 @@ class IngestWorker:
                 self._limits_loaded_at = time.monotonic()
                 return True
             except psycopg.OperationalError as e:
+                self.stats.db_retries += 1
                 log.warning("cannot load the fleet registry (%s); retrying in %.1f s", e, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
