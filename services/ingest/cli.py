@@ -12,10 +12,6 @@ import typer
 from services.ingest.worker import DLQ_TOPIC, TELEMETRY_TOPIC, IngestConfig, IngestWorker
 from services.runtime.config import Settings
 
-app = typer.Typer(help="Telemetry ingest from Kafka into the database.")
-
-
-@app.command("ingest")
 def ingest(
     group: str = typer.Option("ingest", help="Consumer group; run several processes to scale out."),
     topic: str = typer.Option(TELEMETRY_TOPIC, help="Topic to consume."),
@@ -24,8 +20,9 @@ def ingest(
     future_tolerance_s: int = typer.Option(300, min=0, help="How far ahead of our clock a reading may be."),
     idle_exit_s: float = typer.Option(None, help="Exit after this many seconds without messages."),
 ) -> None:
-    """Consume telemetry.v1 into the telemetry table until Ctrl-C (needs DATABASE_URL and
-    KAFKA_BOOTSTRAP_SERVERS, e.g. from `flexfleet up`)."""
+    """Consume telemetry.v1 into the telemetry table until Ctrl-C.
+
+    Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (e.g. from `flexfleet up`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     if not settings.database_url or not settings.kafka_bootstrap_servers:

@@ -30,8 +30,9 @@ def _alive(pid: int) -> bool:
 
 @app.command()
 def up(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the export lines (for eval).")) -> None:
-    """Start an embedded PostgreSQL and broker in the background, migrate, print their addresses.
-    Data stays in FLEXFLEET_STATE_DIR (default ./.flexfleet) until `flexfleet down --wipe`."""
+    """Start an embedded PostgreSQL and broker in the background and print their addresses.
+
+    Migrates the database. Data stays in FLEXFLEET_STATE_DIR (default ./.flexfleet) until `flexfleet down --wipe`."""
     settings = Settings.from_env()
     state = _state_file(settings)
     if state.exists() and _alive(json.loads(state.read_text())["kafka_pid"]):
