@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
-from services.runtime.config import with_database
 
-from services.runtime.config import Settings
+from services.runtime.config import Settings, with_database
 from services.runtime.embedded import EmbeddedKafka, EmbeddedPostgres
 from services.runtime.migrate import migrate
 

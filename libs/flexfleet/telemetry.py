@@ -31,6 +31,8 @@ POWER_TOLERANCE = 0.05
 # An unplugged car still reports a few watts of noise on some chargers.
 UNPLUGGED_POWER_KW = 0.1
 DEFAULT_FUTURE_TOLERANCE = timedelta(seconds=300)
+# Older than this is a clock reset to a default date, not a late reading worth storing.
+MAX_AGE = timedelta(days=90)
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # A fleet reporting on a cadence repeats the same timestamp strings thousands of times.
@@ -227,6 +229,9 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
         ahead = int((ts - now).total_seconds())
         raise _Invalid("ts", "in_future", f"is {ahead} s ahead of the ingest clock "
                        f"(tolerance {int(future_tolerance.total_seconds())} s)")
+    if now - ts > MAX_AGE:
+        raise _Invalid("ts", "too_old", f"is older than {MAX_AGE.days} days ({doc['ts']}); "
+                       "a reset clock, not a late reading")
     power = float(doc["power_kw"])
     if plugged_in:
         if charger_id is None:

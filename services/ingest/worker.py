@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 TELEMETRY_TOPIC = "telemetry.v1"
 DLQ_TOPIC = "telemetry.dlq.v1"
-# Readings older than this are a reset clock, not a late backfill.
-MAX_AGE = timedelta(days=90)
 # How often an unknown id may trigger a reload of the fleet registry. A vehicle registered less
 # than this before its first reading can be refused; its message is kept in telemetry_rejects.
 REGISTRY_RELOAD_S = 1.0
@@ -189,7 +187,6 @@ class IngestWorker:
         if not self._limits.vehicles:
             self._reload_limits(stop)
         now = self.clock()
-        oldest = now - MAX_AGE
         tolerance = self.config.future_tolerance
         readings: list[Reading] = []
         rejects: list[tuple[ConsumerRecord, Rejection]] = []
@@ -199,12 +196,9 @@ class IngestWorker:
                     and self._reload_limits(stop):
                 result = parse_reading(record.value, self._limits, now, tolerance)
             if isinstance(result, Reading):
-                if result.ts >= oldest:
-                    readings.append(result)
-                    continue
-                result = Rejection("ts", "too_old", f"is older than {MAX_AGE.days} days "
-                                   f"({result.ts.isoformat()}); a reset clock, not a late reading")
-            rejects.append((record, result))
+                readings.append(result)
+            else:
+                rejects.append((record, result))
         return readings, rejects
 
     def _write_with_retry(self, readings: list[Reading],

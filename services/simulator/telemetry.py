@@ -28,6 +28,7 @@ LOW_SOC_PCT = 10.0         # below this a driver stops at a public fast charger 
 OUTAGES_PER_DAY = 0.15     # per charger; 5 % of chargers are flaky and drop off 1.5 times a day
 FLAKY_SHARE, FLAKY_OUTAGES_PER_DAY = 0.05, 1.5
 CLOCK_RESET = "2000-01-01T00:00:00Z"
+FUTURE_GLITCH_S = 366 * 86400  # a clock a year ahead: in the future for any recent simulation
 
 # Broken messages of every kind ingest must refuse, with the field and code it must name.
 BAD_KINDS = ("soc_pct:out_of_range", "$:malformed_json", "vehicle_id:unknown_vehicle", "ts:missing",
@@ -84,7 +85,7 @@ def simulate(fleet: Fleet, start: datetime, end: datetime, cadence_s: int = 60, 
     plans = build_plans(fleet, start, end, seed)
     sim = _State(fleet, plans, start_s, seed)
     bad_rng = np.random.default_rng([seed, 1])
-    future_ts = _Ts()(int(max(end_s, datetime.now(UTC).timestamp())) + 86400)
+    future_ts = _Ts()(end_s + FUTURE_GLITCH_S)
     ts_text = _Ts()
     for t in range(start_s, end_s, cadence_s):
         offset = datetime.fromtimestamp(t, tz).utcoffset().total_seconds()

@@ -1,0 +1,66 @@
+"""The newcomer's path: `flexfleet simulate` and `flexfleet demo` against real servers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.simulator.fleet import generate_fleet
+from services.simulator.telemetry import simulate
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+def test_simulate_registers_the_fleet_and_publishes_its_telemetry(db_url, kafka_server, topic_factory, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_server.bootstrap_servers)
+    topic = topic_factory()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    args = ["simulate", "--vehicles", "25", "--days", "0.25", "--cadence-s", "300", "--seed", "4",
+            "--end", end.isoformat(), "--topic", topic, "--bad-share", "0.05"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    fleet = generate_fleet(25, seed=4)
+    expected = [(m.key, m.value) for m in simulate(fleet, end - timedelta(days=0.25), end, 300, 4, 0.05)]
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_server.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    got = [(r.key, r.value) for r in consumer]
+    consumer.close()
+    assert sorted(got) == sorted(expected)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM vehicles").fetchone()[0] == 25
+        assert conn.execute("SELECT count(*) FROM chargers").fetchone()[0] == len(fleet.chargers)
+    # Registering the same fleet again is harmless.
+    assert runner.invoke(app, args[:-2] + ["--bad-share", "0"]).exit_code == 0
+
+
+def test_simulate_without_servers_says_what_is_missing(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    result = runner.invoke(app, ["simulate", "--vehicles", "2"])
+    assert result.exit_code != 0
+    assert "KAFKA_BOOTSTRAP_SERVERS" in result.output
+
+
+def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("FLEXFLEET_STATE_DIR", str(tmp_path / "state"))
+    result = runner.invoke(app, ["demo", "--vehicles", "30", "--days", "1", "--cadence-s", "300",
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "demo" / "summary.json").read_text())
+    assert {"produced", "stored", "rejected", "duplicates_dropped", "wall_seconds"} <= set(summary)
+    refused = sum(summary["rejected"].values())
+    assert summary["stored"] + refused + summary["duplicates_dropped"] == summary["produced"]
+    assert summary["rejected"] == summary["broken_on_purpose"]
+    assert summary["stored"] > 0.9 * summary["produced"]
+    assert str(tmp_path / "out" / "demo") in result.output.replace("\n", "")
