@@ -16,10 +16,8 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer
-from services.runtime.config import with_database
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -27,51 +25,30 @@ from rich.table import Table
 from _report import machine, median, update_section
 from flexfleet.telemetry import FleetLimits, Limits, parse_reading
 from services.ingest.worker import _COPY_TYPES, COLUMNS, IngestConfig, IngestWorker
+from services.runtime.config import with_database
 from services.runtime.migrate import migrate
 from services.runtime.services import FAST_GROUP, ensure_topics, platform
+from services.simulator.fleet import Fleet, generate_fleet
+from services.simulator.registry import write_fleet
+from services.simulator.telemetry import simulate
 
 console = Console()
 
 
-def messages(vehicles: int, minutes: int) -> list[tuple[bytes, bytes]]:
-    """A realistic mix: plugged and unplugged cars, SoC sometimes missing, owners' departures."""
-    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-    out = []
-    for m in range(minutes):
-        ts = (t0 + timedelta(minutes=m)).isoformat()
-        for i in range(vehicles):
-            vid = f"v{i:06d}"
-            plugged = (i + m // 7) % 3 != 0
-            doc = {"vehicle_id": vid, "ts": ts, "plugged_in": plugged,
-                   "power_kw": round(7.4 - (i % 15), 2) if plugged else 0.0,
-                   "soc_pct": None if i % 17 == 0 else 20 + (i * 7 + m) % 75,
-                   "soc_source": "estimated" if i % 17 == 0 else "vehicle_api",
-                   "battery_temp_c": 12.5 + i % 9, "odometer_km": 10_000.0 + i}
-            if plugged:
-                doc |= {"charger_id": f"c{i:06d}", "energy_import_kwh": 1000.0 + m * 0.12,
-                        "energy_export_kwh": 50.0, "departure_at": (t0 + timedelta(hours=10)).isoformat(),
-                        "min_soc_pct": 60}
-            out.append((vid.encode(), orjson.dumps(doc)))
-    return out
+def messages(fleet: Fleet, minutes: int) -> list[tuple[bytes, bytes]]:
+    """The simulated fleet's telemetry for the last `minutes`, one reading per vehicle a minute."""
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    return [(m.key, m.value) for m in simulate(fleet, end - timedelta(minutes=minutes), end, 60, seed=1)]
 
 
-def fresh_database(admin_url: str, name: str, vehicles: int) -> str:
+def fresh_database(admin_url: str, name: str, fleet: Fleet) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
     url = with_database(admin_url, name)
     migrate(url)
     with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO owners VALUES ('o1', 'Bench', 'sv', 'SEK')")
-        conn.execute("INSERT INTO sites (site_id, kind, grid_node, bidding_zone, timezone, max_import_kw, "
-                     "max_export_kw) VALUES ('s1', 'home', 'n1', 'SE3', 'Europe/Stockholm', 25, 11)")
-        with conn.cursor().copy("COPY chargers FROM STDIN") as copy:
-            for i in range(vehicles):
-                copy.write_row((f"c{i:06d}", "s1", "DC", True, 11.0, 11.0))
-        with conn.cursor().copy("COPY vehicles (vehicle_id, owner_id, make, model, battery_kwh, chemistry, "
-                                "max_charge_kw, max_discharge_kw, v2g_capable) FROM STDIN") as copy:
-            for i in range(vehicles):
-                copy.write_row((f"v{i:06d}", "o1", "Kia", "EV6", 77.4, "NMC", 11.0, 11.0, True))
+        write_fleet(conn, fleet)
     return url
 
 
@@ -137,10 +114,11 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = ap.parse_args()
 
-    msgs = messages(args.vehicles, args.minutes)
+    fleet = generate_fleet(args.vehicles, seed=1)
+    msgs = messages(fleet, args.minutes)
     n = len(msgs)
-    limits = FleetLimits({f"v{i:06d}": Limits(11, 11) for i in range(args.vehicles)},
-                         {f"c{i:06d}": Limits(11, 11) for i in range(args.vehicles)})
+    limits = FleetLimits({v.vehicle_id: Limits(v.spec.max_ac_charge_kw, v.spec.max_discharge_kw) for v in fleet.vehicles},
+                         {c.charger_id: Limits(c.max_charge_kw, c.max_discharge_kw) for c in fleet.chargers})
     now = datetime.now(UTC)
     rows = [parse_reading(v, limits, now) for _, v in msgs]
     results: dict[str, list[float]] = {"raw_consume": [], "raw_copy": [], "e2e_1": [], "e2e_2": []}
@@ -164,10 +142,10 @@ def main() -> None:
             for run in range(args.runs):
                 results["raw_consume"].append(raw_consume(p.bootstrap_servers, topic, n))
                 bar.advance(task)
-                results["raw_copy"].append(raw_copy(fresh_database(p.database_url, f"bench_copy", args.vehicles), rows))
+                results["raw_copy"].append(raw_copy(fresh_database(p.database_url, "bench_copy", fleet), rows))
                 bar.advance(task)
                 for w in (1, 2):
-                    url = fresh_database(p.database_url, f"bench_e2e_{w}", args.vehicles)
+                    url = fresh_database(p.database_url, f"bench_e2e_{w}", fleet)
                     results[f"e2e_{w}"].append(end_to_end(url, p.bootstrap_servers, topic, n, w))
                     bar.advance(task)
 
@@ -183,7 +161,7 @@ def main() -> None:
     for col in ("path", "readings/s", "runs", "vs slower raw limit"):
         table.add_column(col)
     md = ["## Ingest (`benchmarks/ingest.py`)", "",
-          f"{n:,} readings from {args.vehicles:,} vehicles, topic of 8 partitions, embedded Tansu broker "
+          f"{n:,} readings of the simulated fleet ({args.vehicles:,} vehicles, {args.minutes} minutes), topic of 8 partitions, embedded Tansu broker "
           f"and PostgreSQL (native partitions), median of {args.runs} runs; {machine()}.", "",
           "Reproduce: `.venv/bin/python benchmarks/ingest.py --write-docs` (or `make bench`).", "",
           "| path | readings/s | runs | vs slower raw limit |", "|---|---:|---|---:|"]

@@ -1,5 +1,7 @@
 """`python -m services.ingest`: the ingest worker alone, without importing the rest of the CLI."""
 
-from services.ingest.cli import app
+import typer
 
-app()
+from services.ingest.cli import ingest
+
+typer.run(ingest)
