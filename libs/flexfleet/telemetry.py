@@ -176,8 +176,7 @@ def _fmt(x: float | None) -> str:
 
 
 _ALLOWED = frozenset(_FIELDS)
-_NUMERIC = tuple((name, *_RANGES[name]) for name, (_, _, kind) in _FIELDS.items() if kind == "number")
-_NULLABLE_NUMERIC = tuple(name for name, (_, nullable, kind) in _FIELDS.items() if kind == "number" and nullable)
+_NUMBER = frozenset({int, float})  # bool is an int in Python but not a number in JSON
 
 
 def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_tolerance: timedelta) -> Reading:
@@ -197,14 +196,23 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
             raise _Invalid(name, "missing", "is required")
     get = doc.get
     # The common case inline (it runs for every message); _check explains any failure.
-    for name, lo, hi in _NUMERIC:
-        value = get(name)
-        if value is None:
-            if name == "power_kw":
-                _check(name, value)
-            continue
-        if (type(value) is not float and type(value) is not int) or value < lo or (hi is not None and value > hi):
-            _check(name, value)
+    power, soc, e_in, e_out, temp, odo, min_soc = (
+        get("power_kw"), get("soc_pct"), get("energy_import_kwh"), get("energy_export_kwh"),
+        get("battery_temp_c"), get("odometer_km"), get("min_soc_pct"))
+    if type(power) not in _NUMBER or not -400.0 <= power <= 400.0:
+        _check("power_kw", power)
+    if soc is not None and (type(soc) not in _NUMBER or not 0.0 <= soc <= 100.0):
+        _check("soc_pct", soc)
+    if e_in is not None and (type(e_in) not in _NUMBER or e_in < 0.0):
+        _check("energy_import_kwh", e_in)
+    if e_out is not None and (type(e_out) not in _NUMBER or e_out < 0.0):
+        _check("energy_export_kwh", e_out)
+    if temp is not None and (type(temp) not in _NUMBER or not -40.0 <= temp <= 85.0):
+        _check("battery_temp_c", temp)
+    if odo is not None and (type(odo) not in _NUMBER or odo < 0.0):
+        _check("odometer_km", odo)
+    if min_soc is not None and (type(min_soc) not in _NUMBER or not 0.0 <= min_soc <= 100.0):
+        _check("min_soc_pct", min_soc)
     vehicle_id = doc["vehicle_id"]
     if type(vehicle_id) is not str or not _ID.fullmatch(vehicle_id):
         _check("vehicle_id", vehicle_id)
@@ -232,7 +240,7 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
     if now - ts > MAX_AGE:
         raise _Invalid("ts", "too_old", f"is older than {MAX_AGE.days} days ({doc['ts']}); "
                        "a reset clock, not a late reading")
-    power = float(doc["power_kw"])
+    power = float(power)
     if plugged_in:
         if charger_id is None:
             raise _Invalid("charger_id", "missing", "is required when plugged_in is true")
@@ -247,7 +255,6 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
                            f"(-{max_discharge:.1f} to {max_charge:.1f} kW incl. 5 % tolerance)")
     elif power > UNPLUGGED_POWER_KW or power < -UNPLUGGED_POWER_KW:
         raise _Invalid("power_kw", "over_rating", f"is {power:g} kW while unplugged")
-    soc, e_in, e_out, temp, odo, min_soc = (get(n) for n in _NULLABLE_NUMERIC)
     return Reading(vehicle_id, ts, plugged_in, charger_id, power,
                    None if soc is None else float(soc), soc_source,
                    None if e_in is None else float(e_in), None if e_out is None else float(e_out),
