@@ -9,6 +9,7 @@ import typer
 from services.demo import DemoOptions, run_demo
 from services.ingest.cli import ingest
 from services.runtime.cli import app as runtime_app
+from services.sessions_cli import app as import_app
 from services.simulator.cli import simulate_command
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 app.add_typer(runtime_app)
 app.command("simulate")(simulate_command)
 app.command("ingest")(ingest)
+app.add_typer(import_app, name="import")
 
 
 @app.command()

@@ -19,7 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 import orjson
+import pandas as pd
 
+from flexfleet.sessions import SESSION_COLUMNS
 from services.simulator.fleet import Fleet, charge_kw
 from services.simulator.plans import Movement, Place, base_place, build_plans
 
@@ -131,7 +133,8 @@ def _break(doc: dict, key: bytes, t: int, rng: np.random.Generator, future_ts: s
 class _State:
     """Every vehicle's and charger's state as numpy arrays, plus the event logic."""
 
-    def __init__(self, fleet: Fleet, plans: list[list[Movement]], start_s: int, seed: int) -> None:
+    def __init__(self, fleet: Fleet, plans: list[list[Movement]], start_s: int, seed: int,
+                 record_sessions: bool = False) -> None:
         n, m = len(fleet.vehicles), len(fleet.chargers)
         self.fleet, self.plans = fleet, plans
         self.rng = rng = np.random.default_rng([seed, 2])
@@ -150,6 +153,8 @@ class _State:
         self.drift = np.array([h.clock_drift_s_per_day for h in habits], dtype=np.int64)
         self.start_s = start_s
         self.ambient = ambient_c(start_s, 0.0)
+        self.sessions: list[tuple] | None = [] if record_sessions else None
+        self.open_sessions: dict[int, tuple[int, float, float]] = {}
 
         self.place = np.array([base_place(h) for h in habits], dtype=np.int8)
         self.soc = rng.uniform(35, 85, n)
@@ -191,6 +196,8 @@ class _State:
     def _depart(self, i: int, t: int) -> None:
         mv = self.plans[i][self.next_move[i]]
         self.next_move[i] += 1
+        if self.sessions is not None and self.charger[i] >= 0:
+            self._close_session(i, t, complete=True)
         self.charger[i], self.charge_kw[i], self.power[i] = -1, 0.0, 0.0
         self.declared[i], self.min_soc[i] = -1, np.nan
         winter = 1.0 + 0.02 * max(0.0, 15.0 - self.ambient)
@@ -219,6 +226,21 @@ class _State:
             early = 0 if place is Place.HUB else int(self.rng.choice([0, 900, 1800]))
             self.declared[i] = (plan[k].depart_s - early) // 900 * 900
             self.min_soc[i] = h.min_soc_pct
+        if self.sessions is not None:
+            self.open_sessions[i] = (t, float(self.soc[i]), float(self.e_import[charger]))
+
+    # -- sessions (the simulator's ground truth of plug-ins) ---------------------------------
+    def _close_session(self, i: int, t: int, complete: bool) -> None:
+        t_in, soc_in, e_in = self.open_sessions.pop(i)
+        c = self.charger[i]
+        self.sessions.append((self.ids[i], self.charger_ids[c], t_in, t, float(self.e_import[c]) - e_in,
+                              soc_in, float(self.soc[i]), float(self.charge_kw[i]),
+                              int(self.declared[i]) if self.declared[i] >= 0 else None,
+                              None if np.isnan(self.min_soc[i]) else float(self.min_soc[i]), complete))
+
+    def close_open_sessions(self, t: int) -> None:
+        for i in list(self.open_sessions):
+            self._close_session(i, t, complete=False)
 
     # -- telemetry ------------------------------------------------------------------------
     def reporting(self, t: int, cadence_s: int) -> np.ndarray:
@@ -281,6 +303,26 @@ class _State:
 
         target = ambient + np.where(drv | (self.power > 3), 12.0, 0.0) + np.where(self.place == Place.HOME, 4.0, 0.0)
         self.temp += (target - self.temp) * (1 - math.exp(-dt / 5400.0))
+
+
+def simulate_sessions(fleet: Fleet, start: datetime, end: datetime, cadence_s: int = 60,
+                      seed: int = 7) -> pd.DataFrame:
+    """The plug-in sessions of the same simulation `simulate` reports on, without the messages:
+    the ground truth that sessions derived from telemetry are checked against, and a quick way to
+    get months of history for forecasting. Times are UTC; sessions still open at `end` have
+    complete=False and end there."""
+    start_s, end_s = int(start.timestamp()), int(end.timestamp())
+    sim = _State(fleet, build_plans(fleet, start, end, seed), start_s, seed, record_sessions=True)
+    for t in range(start_s, end_s, cadence_s):
+        offset = datetime.fromtimestamp(t, fleet.zone.tzinfo).utcoffset().total_seconds()
+        sim.handle_events(t, cadence_s)
+        sim.reporting(t, cadence_s)  # draws the same random numbers as `simulate`
+        sim.advance(t, cadence_s, offset)
+    sim.close_open_sessions(end_s)
+    df = pd.DataFrame(sim.sessions, columns=SESSION_COLUMNS)
+    for column in ("plug_in_at", "plug_out_at", "departure_declared_at"):
+        df[column] = pd.to_datetime(df[column], unit="s", utc=True)
+    return df.sort_values(["vehicle_id", "plug_in_at"], ignore_index=True)
 
 
 def estimate_messages(fleet: Fleet, start: datetime, end: datetime, cadence_s: int) -> int:
