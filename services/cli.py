@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from services.demo import DemoOptions, run_demo
+from services.forecaster.cli import app as forecast_app
 from services.ingest.cli import ingest
 from services.runtime.cli import app as runtime_app
 from services.sessions_cli import app as import_app
@@ -19,6 +20,7 @@ app.add_typer(runtime_app)
 app.command("simulate")(simulate_command)
 app.command("ingest")(ingest)
 app.add_typer(import_app, name="import")
+app.add_typer(forecast_app)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from flexfleet.forecast.availability import fit_availability
 from flexfleet.forecast.backtest import calibrate_portfolio, run_backtest
 from flexfleet.forecast.features import HORIZON, MTUS_PER_DAY, MTUS_PER_WEEK, WARM_UP, FeatureGrid
 from flexfleet.forecast.grid import session_grid
+from flexfleet.forecast.pipeline import Forecaster, issue_forecast, train_forecaster
 from flexfleet.forecast.portfolio import LEVELS, calibrate, portfolio_quantiles
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -88,11 +89,11 @@ def known_fleet():
     s["plug_out_at"] = s["plug_in_at"] + timedelta(minutes=15)
     s["up_kw"], s["down_kw"] = 10.0, 11.0
     grid = session_grid(s, [f"v{i}" for i in range(n_v)], T0, n_t)
-    return grid, truth
+    return grid, truth, s
 
 
 def test_availability_model_finds_the_true_probabilities(known_fleet):
-    grid, truth = known_fleet
+    grid, truth, _ = known_fleet
     fg = FeatureGrid(grid, BiddingZone.SE3, "up")
     train = list(range(WARM_UP, grid.n_mtus - MTUS_PER_WEEK - HORIZON, 16))
     model = fit_availability(fg, train, rows_per_issue=8000, rounds=120)
@@ -106,7 +107,7 @@ def test_availability_model_finds_the_true_probabilities(known_fleet):
 
 
 def test_a_replayed_backtest_gives_identical_numbers(known_fleet):
-    grid, _ = known_fleet
+    grid, _, _ = known_fleet
     origins = [grid.n_mtus - MTUS_PER_WEEK + k * MTUS_PER_DAY for k in range(3)]
 
     def run():
@@ -119,3 +120,21 @@ def test_a_replayed_backtest_gives_identical_numbers(known_fleet):
     assert a.model_versions == b.model_versions
     pd.testing.assert_frame_equal(a.rows, b.rows)
     assert set(a.summary["forecaster"]) == {"model", "seasonal_naive"}
+
+
+def test_an_issued_forecast_uses_only_what_was_known_and_replays_from_the_stored_models(known_fleet):
+    _, _, sessions = known_fleet
+    ids = [f"v{i}" for i in range(150)]
+    issued = T0 + timedelta(weeks=4, hours=8)
+    forecaster = train_forecaster(sessions, ids, "SE3", T0, issued - timedelta(days=2),
+                                  rows_per_issue=3000, rounds=30)
+    live = issue_forecast(forecaster, sessions, ids, issued)
+    known_then = sessions[sessions["plug_in_at"] < issued]
+    replay = issue_forecast(Forecaster.from_json(forecaster.to_json()), known_then, ids, issued)
+    assert replay.forecaster_version == live.forecaster_version
+    pd.testing.assert_frame_equal(replay.portfolio, live.portfolio)
+    pd.testing.assert_frame_equal(replay.vehicles, live.vehicles)
+    q = live.portfolio[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
+    assert np.all(np.diff(q, axis=1) >= -1e-6) and len(live.portfolio) == 2 * HORIZON
+    assert (live.portfolio["p90_kw"] == live.portfolio["q10"]).all()
+    assert live.portfolio["target_start"].iloc[0] == issued and len(live.vehicles) == 150 * HORIZON

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 
-from flexfleet.forecast.features import FEATURES, HORIZON, WARM_UP, FeatureGrid
+from flexfleet.forecast.features import FEATURES, HORIZON, FeatureGrid
 
 PARAMS = {"objective": "cross_entropy", "learning_rate": 0.08, "num_leaves": 63, "min_data_in_leaf": 200,
           "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
           "num_threads": 2, "deterministic": True, "force_row_wise": True, "verbosity": -1}
 ROUNDS = 250
+ROWS_PER_ISSUE = 60_000
 
 
 @dataclass
@@ -41,12 +42,8 @@ class AvailabilityModel:
         return np.clip(p, 0.0, 1.0).reshape(n, HORIZON)
 
 
-def training_issue_times(first: int, last: int, every: int) -> list[int]:
-    return list(range(max(first, WARM_UP), last + 1, every))
-
-
 def fit_availability(features: FeatureGrid, issue_times: list[int], seed: int = 0,
-                     rows_per_issue: int = 60_000, rounds: int = ROUNDS) -> AvailabilityModel:
+                     rows_per_issue: int = ROWS_PER_ISSUE, rounds: int = ROUNDS) -> AvailabilityModel:
     """Train on forecasts that could have been issued at `issue_times` (their 48-h targets must
     lie inside the known history). Each issue time contributes a random sample of (vehicle,
     horizon) rows, which keeps training time flat in fleet size."""
