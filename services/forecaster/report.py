@@ -57,11 +57,23 @@ def forecast_vs_realised_png(bt: Backtest, path: Path, direction: str = "up", da
     plt.close(fig)
 
 
+def _models_html(models: pd.DataFrame) -> str:
+    """The SoC and departure models on their own targets, given plugged in."""
+    if models.empty:
+        return ""
+    return ("<h2>SoC and departure models</h2><p>Given the vehicle is plugged in at the target: SoC in %, "
+            "time until plug-out in hours (capped at 48). Targets have point masses (SoC stops at the "
+            "charge limit), so each quantile shows the share of targets below it and at or below it; a "
+            "calibrated 10 % quantile has below &le; 0.1 &le; at or below.</p>" + models.round(3).to_html(index=False))
+
+
 def write_report(bt: Backtest, out: Path, title: str, facts: dict) -> Path:
     """summary.csv, forecasts.csv.gz, the figures and report.html under `out`; returns the page."""
     out.mkdir(parents=True, exist_ok=True)
     bt.summary.to_csv(out / "summary.csv", index=False, float_format="%.4f")
     bt.rows.to_csv(out / "forecasts.csv.gz", index=False, float_format="%.2f")
+    if not bt.models.empty:
+        bt.models.to_csv(out / "models.csv", index=False, float_format="%.4f")
     reliability_png(bt, out / "reliability.png")
     for direction in ("up", "down"):
         forecast_vs_realised_png(bt, out / f"forecast_vs_realised_{direction}.png", direction)
@@ -70,9 +82,16 @@ def write_report(bt: Backtest, out: Path, title: str, facts: dict) -> Path:
     for direction in ("up", "down"):
         ratio = s.loc[(direction, "model"), "pinball_mean"] / s.loc[(direction, "seasonal_naive"), "pinball_mean"]
         verdicts.append((direction, ratio, s.loc[(direction, "model"), "p90_coverage"]))
+    held = []   # 20-minute endurance rows, when the backtest had the SoC and departure models
+    for direction in ("up_20min", "down_20min"):
+        if (direction, "model") in s.index:
+            ratio = s.loc[(direction, "model"), "pinball_mean"] / s.loc[(direction, "seasonal_naive"), "pinball_mean"]
+            held.append((direction, ratio, s.loc[(direction, "model"), "p90_coverage"]))
     (out / "scores.json").write_text(json.dumps(
         {"facts": facts, "pinball_vs_baseline": {d: round(r, 4) for d, r, _ in verdicts},
          "p90_coverage": {d: round(c, 4) for d, _, c in verdicts},
+         "endurance": {d: {"pinball_vs_baseline": round(r, 4), "p90_coverage": round(c, 4)} for d, r, c in held},
+         "state_models": bt.models.round(4).to_dict(orient="records"),
          "calibration": {d: {"rho": c.rho, "model_levels": [round(x, 4) for x in c.model_levels]}
                          for d, c in bt.calibrations.items()},
          "model_versions": bt.model_versions}, indent=2) + "\n")
@@ -83,12 +102,13 @@ def write_report(bt: Backtest, out: Path, title: str, facts: dict) -> Path:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}}</style>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(", ".join(f"{k}: {v}" for k, v in facts.items()))}</p>
-<ul>{"".join(f"<li>flexibility {d}: mean pinball loss {r:.2f} x the seasonal-naive baseline's; "
-             f"P90 volume reached in {c:.1%} of MTUs</li>" for d, r, c in verdicts)}</ul>
+<ul>{"".join(f"<li>flexibility {d.replace('_', ' held ')}: mean pinball loss {r:.2f} x the seasonal-naive "
+             f"baseline's; P90 volume reached in {c:.1%} of MTUs</li>" for d, r, c in verdicts + held)}</ul>
 <p>P90 volume: the 10 % quantile, the volume available with at least 90 % probability, which is
 what a bid may offer. Coverage of a quantile: share of MTUs where the realised value was at or
 below it (ideal: its level).</p>
 {table.to_html(index=False)}
+{_models_html(bt.models)}
 <h2>Reliability</h2><img src="reliability.png" alt="reliability diagram">
 <h2>Forecast against realised</h2>
 <img src="forecast_vs_realised_up.png" alt="up"><img src="forecast_vs_realised_down.png" alt="down">

@@ -18,7 +18,7 @@ from services.runtime.migrate import migrate
 # A consumer group's first join takes ~23 s with kafka-python's defaults, ~3 s with these.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
-DEFAULT_TOPICS = {"telemetry.v1": 8, "telemetry.dlq.v1": 1}
+DEFAULT_TOPICS = {"telemetry.v1": 8, "telemetry.dlq.v1": 1, "forecasts.v1": 4}
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ def platform(settings: Settings | None = None) -> Iterator[Platform]:
         yield Platform(db, kafka)
 
 
-def ensure_topics(bootstrap_servers: str, topics: dict[str, int]) -> None:
-    """Create the topics that do not exist yet (partitions as given; replication 1 when embedded)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
+def ensure_topics(bootstrap_servers: str, topics: dict[str, int], bootstrap_timeout_ms: int = 30000) -> None:
+    """Create the topics that do not exist yet (partitions as given; replication 1 when embedded).
+    Raises kafka.errors.KafkaTimeoutError when no broker answers within bootstrap_timeout_ms."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, bootstrap_timeout_ms=bootstrap_timeout_ms)
     try:
         missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items()
                    if name not in set(admin.list_topics())]

@@ -27,7 +27,12 @@ def check_report(out) -> dict:
         assert (out / name).stat().st_size > 0, name
     scores = json.loads((out / "scores.json").read_text())
     assert set(scores["p90_coverage"]) == {"up", "down"}
-    assert "reliability.png" in (out / "report.html").read_text()
+    # Power held for 20 minutes, and the SoC and departure models on their own targets.
+    assert set(scores["endurance"]) == {"up_20min", "down_20min"}
+    assert {m["model"] for m in scores["state_models"]} == {"soc", "departure"}
+    assert (out / "models.csv").stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert "reliability.png" in page and "SoC and departure models" in page
     return scores
 
 

@@ -92,6 +92,11 @@ def known_fleet():
     return grid, truth, s
 
 
+def _specs(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"battery_kwh": 60.0, "usable_soc_min_pct": 0.0, "usable_soc_max_pct": 100.0,
+                         "oem_cap_remaining_kwh": np.nan}, index=pd.Index([f"v{i}" for i in range(n)], name="vehicle_id"))
+
+
 def test_availability_model_finds_the_true_probabilities(known_fleet):
     grid, truth, _ = known_fleet
     fg = FeatureGrid(grid, BiddingZone.SE3, "up")
@@ -124,17 +129,21 @@ def test_a_replayed_backtest_gives_identical_numbers(known_fleet):
 
 def test_an_issued_forecast_uses_only_what_was_known_and_replays_from_the_stored_models(known_fleet):
     _, _, sessions = known_fleet
-    ids = [f"v{i}" for i in range(150)]
+    specs = _specs(150)
     issued = T0 + timedelta(weeks=4, hours=8)
-    forecaster = train_forecaster(sessions, ids, "SE3", T0, issued - timedelta(days=2),
-                                  rows_per_issue=3000, rounds=30)
-    live = issue_forecast(forecaster, sessions, ids, issued)
+    forecaster = train_forecaster(sessions, specs, "SE3", T0, issued - timedelta(days=2),
+                                  rows_per_issue=3000, rounds=30, quantile_rows_per_issue=1000, quantile_rounds=10)
+    live = issue_forecast(forecaster, sessions, specs, issued)
     known_then = sessions[sessions["plug_in_at"] < issued]
-    replay = issue_forecast(Forecaster.from_json(forecaster.to_json()), known_then, ids, issued)
+    replay = issue_forecast(Forecaster.from_json(forecaster.to_json()), known_then, specs, issued)
     assert replay.forecaster_version == live.forecaster_version
     pd.testing.assert_frame_equal(replay.portfolio, live.portfolio)
     pd.testing.assert_frame_equal(replay.vehicles, live.vehicles)
-    q = live.portfolio[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
-    assert np.all(np.diff(q, axis=1) >= -1e-6) and len(live.portfolio) == 2 * HORIZON
+    power = live.portfolio[live.portfolio["endurance_min"] == 0]
+    q = power[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
+    assert np.all(np.diff(q, axis=1) >= -1e-6) and len(power) == 2 * HORIZON
     assert (live.portfolio["p90_kw"] == live.portfolio["q10"]).all()
-    assert live.portfolio["target_start"].iloc[0] == issued and len(live.vehicles) == 150 * HORIZON
+    assert power["target_start"].iloc[0] == issued and len(live.vehicles) == 150 * HORIZON
+    # These sessions tell no SoC: no SoC model, and nothing offered for any endurance.
+    assert forecaster.soc is None and live.vehicles["soc_p50"].isna().all()
+    assert (live.portfolio.loc[live.portfolio["endurance_min"] > 0, "q95"] < 1e-3).all()
