@@ -31,13 +31,14 @@ def demo(
     out: Path = typer.Option(Path("out"), help="Output directory (the demo writes under out/demo)."),
     cadence_s: int = typer.Option(60, min=1, help="Seconds between readings per vehicle."),
     ingest_workers: int = typer.Option(1, min=1, help="Ingest processes in the consumer group."),
+    history_weeks: int = typer.Option(8, min=2, help="Weeks of imported charging sessions before the streamed days."),
 ) -> None:
     """Run the platform's main job on embedded defaults.
 
     A simulated fleet streams through Kafka into the database; outputs and a summary land under
     OUT/demo. DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS, when set, are used instead."""
     run_demo(DemoOptions(vehicles=vehicles, days=days, seed=seed, out=out, cadence_s=cadence_s,
-                         ingest_workers=ingest_workers))
+                         ingest_workers=ingest_workers, history_weeks=history_weeks))
 
 
 if __name__ == "__main__":

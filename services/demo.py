@@ -29,12 +29,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flexfleet.domain.time import mtu_floor
+from flexfleet.domain.zones import BiddingZone
+from flexfleet.forecast.features import HISTORY_WEEKS
+from flexfleet.forecast.pipeline import score_forecast
+from services.forecaster.cli import database_sessions
+from services.forecaster.report import write_report
+from services.forecaster.service import ForecasterService, ServiceConfig
+from services.forecaster.store import load_forecast
 from services.ingest.worker import TELEMETRY_TOPIC, IngestConfig, IngestWorker
 from services.runtime.services import Platform, platform
+from services.sessions import derive_and_store_sessions, import_sessions_csv
 from services.simulator.fleet import Fleet, generate_fleet
 from services.simulator.publish import publish
 from services.simulator.registry import write_fleet
-from services.simulator.telemetry import Message, estimate_messages, simulate
+from services.simulator.telemetry import Message, estimate_messages, simulate, simulate_sessions
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,9 @@ class DemoOptions:
     bad_share: float = 0.002
     resend_share: float = 0.002
     ingest_workers: int = 1
+    # Weeks of charging sessions before the streamed days, imported as a charge-point management
+    # system's CSV export: the history the forecaster trains on.
+    history_weeks: int = 8
 
 
 @dataclass
@@ -60,6 +71,7 @@ class DemoRun:
     started: float
     end: datetime
     fleet: Fleet | None = None
+    forecast_id: str | None = None
     summary: dict = field(default_factory=dict)
 
     @property
@@ -69,6 +81,10 @@ class DemoRun:
     @property
     def start(self) -> datetime:
         return self.end - timedelta(days=self.options.days)
+
+    @property
+    def history_start(self) -> datetime:
+        return self.start - timedelta(weeks=self.options.history_weeks)
 
 
 def _progress(console: Console) -> Progress:
@@ -84,6 +100,76 @@ def register_fleet(run: DemoRun) -> None:
         write_fleet(conn, run.fleet)
     run.console.print(f"fleet: {len(run.fleet.vehicles)} vehicles, {len(run.fleet.chargers)} chargers, "
                       f"{sum(v.spec.v2g_capable for v in run.fleet.vehicles)} V2G-capable")
+
+
+def import_history(run: DemoRun) -> None:
+    """The fleet's charging sessions of the weeks before the streamed days, written as a CSV
+    export and imported the way an operator imports one (`flexfleet import sessions`)."""
+    o = run.options
+    assert run.fleet is not None
+    with run.console.status(f"simulating {o.history_weeks} weeks of charging sessions"):
+        sessions = simulate_sessions(run.fleet, run.history_start, run.start, cadence_s=o.cadence_s, seed=o.seed)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    path = run.out_dir / "sessions_history.csv"
+    # The export is taken when the streamed days begin: a car plugged in then ends its row there.
+    sessions.drop(columns="complete").to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ",
+                                             float_format="%.3f")
+    with run.console.status(f"importing {path.name}"), psycopg.connect(run.platform.database_url) as conn:
+        result = import_sessions_csv(conn, path)
+    if result.errors:
+        raise RuntimeError(f"{path}: {len(result.errors)} rows refused, first: {result.errors[0]}")
+    run.summary["sessions_imported"] = result.inserted
+    run.console.print(f"sessions: {result.inserted:,} imported from {path}")
+
+
+def issue_forecast(run: DemoRun) -> None:
+    """What the forecaster service does when the streamed days begin: train on the imported
+    history, issue the 48-hour forecast, store it and publish it on forecasts.v1."""
+    o, p = run.options, run.platform
+    service = ForecasterService(ServiceConfig(p.database_url, p.bootstrap_servers, zone=BiddingZone.parse(o.zone),
+                                              history=timedelta(weeks=o.history_weeks), seed=o.seed))
+    try:
+        with run.console.status(f"training on {o.history_weeks} weeks of sessions, issuing a 48-hour forecast"):
+            result = service.run_once(run.start)
+    finally:
+        service.close()
+    if result.forecast_id is None or result.publish_error:
+        raise RuntimeError(f"forecaster: no forecast stored and published at {run.start} ({result})")
+    run.forecast_id = result.forecast_id
+    run.summary["forecast"] = {"forecast_id": result.forecast_id, "issued_at": result.issued_at.isoformat(),
+                               "forecaster_version": result.trained, "published": result.published}
+    run.console.print(f"forecast {result.forecast_id} issued at {result.issued_at:%Y-%m-%d %H:%M} UTC by "
+                      f"{result.trained}, published on {service.config.topic}")
+
+
+def score_issued_forecast(run: DemoRun) -> None:
+    """The stored forecast against the flexibility the streamed days turned out to have, beside
+    the seasonal-naive forecast: the forecast report under out/demo/forecast."""
+    url = run.platform.database_url
+    with psycopg.connect(url) as conn:
+        forecast = load_forecast(conn, run.forecast_id, vehicles=False)
+    sessions, specs = database_sessions(url, forecast.issued_at - timedelta(weeks=HISTORY_WEEKS + 1), run.end)
+    scored = score_forecast(forecast, sessions, specs, run.end)
+    hours = len(scored.rows[scored.rows["direction"] == "up"]) // 2 / 4
+    page = write_report(scored, run.out_dir / "forecast",
+                        f"The forecast issued at {forecast.issued_at:%Y-%m-%d %H:%M} UTC against the streamed days",
+                        {"vehicles": len(specs), "zone": forecast.zone.value, "hours scored": hours,
+                         "forecaster": forecast.forecaster_version})
+    s = scored.summary.set_index(["direction", "forecaster"])
+    run.summary["forecast"] |= {
+        "hours_scored": hours,
+        "p90_coverage": {d: round(float(s.loc[(d, "model"), "p90_coverage"]), 3) for d in ("up", "down")},
+        "pinball_vs_seasonal_naive": {d: round(float(s.loc[(d, "model"), "pinball_mean"]
+                                                     / s.loc[(d, "seasonal_naive"), "pinball_mean"]), 3)
+                                      for d in ("up", "down")}}
+    run.console.print(f"forecast report: {page}")
+
+
+def derive_sessions(run: DemoRun) -> None:
+    """Sessions of the streamed days, derived from the stored telemetry."""
+    with psycopg.connect(run.platform.database_url) as conn:
+        run.summary["sessions_derived"] = derive_and_store_sessions(conn, run.start, run.end)
+    run.console.print(f"sessions: {run.summary['sessions_derived']:,} derived from telemetry")
 
 
 def _with_redeliveries(messages: Iterator[Message], share: float, seed: int) -> Iterator[Message]:
@@ -138,8 +224,9 @@ def stream_telemetry(run: DemoRun) -> None:
             _drain(queue, latest)
             bar.update(stored, completed=_consumed(latest))
 
-        messages = simulate(run.fleet, run.start, run.end, cadence_s=o.cadence_s, seed=o.seed,
-                            bad_share=o.bad_share)
+        # The streamed days carry on the simulation whose sessions were imported as history.
+        messages = simulate(run.fleet, run.history_start, run.end, cadence_s=o.cadence_s, seed=o.seed,
+                            bad_share=o.bad_share, emit_from=run.start)
         produced = publish(counted(_with_redeliveries(messages, o.resend_share, o.seed)),
                            p.bootstrap_servers, TELEMETRY_TOPIC, progress)
         bar.update(sent, completed=produced, total=produced)
@@ -226,6 +313,11 @@ def write_summary(run: DemoRun) -> None:
     broken = sum(s["broken_on_purpose"].values())
     verdict = "all refused with the expected reason" if s["broken_on_purpose"] == rejected else "MISMATCH"
     table.add_row("broken on purpose", f"{broken:,}: {verdict}")
+    f = s["forecast"]
+    table.add_row("sessions imported / derived", f"{s['sessions_imported']:,} / {s['sessions_derived']:,}")
+    for d in ("up", "down"):
+        table.add_row(f"forecast {d}: P90 volume there", f"{f['p90_coverage'][d]:.0%} of MTUs over {f['hours_scored']:g} h")
+        table.add_row(f"forecast {d}: pinball loss", f"{f['pinball_vs_seasonal_naive'][d]:.2f} x seasonal naive")
     table.add_row("wall time", f"{s['wall_seconds']} s")
     run.console.print(table)
     run.console.print(f"outputs: {path.parent.resolve()}")
@@ -234,7 +326,11 @@ def write_summary(run: DemoRun) -> None:
 Stage = Callable[[DemoRun], None]
 STAGES: list[tuple[str, Stage]] = [
     ("fleet", register_fleet),
+    ("session history", import_history),
+    ("forecast", issue_forecast),
     ("telemetry", stream_telemetry),
+    ("sessions", derive_sessions),
+    ("forecast vs realised", score_issued_forecast),
     ("fleet state", fleet_state),
     ("summary", write_summary),
 ]

@@ -73,16 +73,20 @@ def _outage_gap(rng: np.random.Generator, rate_per_day: np.ndarray) -> np.ndarra
 
 
 def simulate(fleet: Fleet, start: datetime, end: datetime, cadence_s: int = 60, seed: int = 7,
-             bad_share: float = 0.0) -> Iterator[Message]:
+             bad_share: float = 0.0, emit_from: datetime | None = None) -> Iterator[Message]:
     """Readings of every vehicle from `start` to `end` (exclusive) every `cadence_s` seconds.
 
-    60 s is the normal cadence; 1 s is FCR-D measurement mode.
+    60 s is the normal cadence; 1 s is FCR-D measurement mode. With `emit_from` the fleet is
+    simulated from `start` but reports only from `emit_from` on: the continuation of the history
+    `simulate_sessions(fleet, start, emit_from, cadence_s, seed)` gives, with no cold start
+    (every car at home and plugged in) at `emit_from`.
     """
     if cadence_s < 1:
         raise ValueError("cadence_s: must be at least 1 second")
     if not 0.0 <= bad_share < 1.0:
         raise ValueError("bad_share: must be in [0, 1)")
     start_s, end_s = int(start.timestamp()), int(end.timestamp())
+    emit_s = start_s if emit_from is None else int(emit_from.timestamp())
     tz = fleet.zone.tzinfo
     plans = build_plans(fleet, start, end, seed)
     sim = _State(fleet, plans, start_s, seed)
@@ -93,6 +97,9 @@ def simulate(fleet: Fleet, start: datetime, end: datetime, cadence_s: int = 60, 
         offset = datetime.fromtimestamp(t, tz).utcoffset().total_seconds()
         sim.handle_events(t, cadence_s)
         reporting = sim.reporting(t, cadence_s)
+        if t < emit_s:
+            sim.advance(t, cadence_s, offset)
+            continue
         bad = bad_rng.random(len(reporting)) < bad_share if bad_share else None
         for j, i in enumerate(reporting):
             doc = sim.reading(i, t, ts_text)
@@ -221,11 +228,14 @@ class _State:
         if charger < 0 or not (self.rng.random() < h.plug_in_habit or self.soc[i] < 50):
             return
         self.charger[i], self.charge_kw[i] = charger, charge_kw(self.fleet, i, charger)
-        if k < len(plan) and self.rng.random() < h.declares_departure:
+        # The same draws whether or not the plan goes on: a simulation that ends later repeats
+        # one that ends earlier exactly.
+        if self.rng.random() < h.declares_departure:
             # People declare a round time and a little early.
             early = 0 if place is Place.HUB else int(self.rng.choice([0, 900, 1800]))
-            self.declared[i] = (plan[k].depart_s - early) // 900 * 900
-            self.min_soc[i] = h.min_soc_pct
+            if k < len(plan):
+                self.declared[i] = (plan[k].depart_s - early) // 900 * 900
+                self.min_soc[i] = h.min_soc_pct
         if self.sessions is not None:
             self.open_sessions[i] = (t, float(self.soc[i]), float(self.e_import[charger]))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import psycopg
 import pytest
 from kafka import KafkaConsumer
@@ -55,7 +56,7 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.setenv("FLEXFLEET_STATE_DIR", str(tmp_path / "state"))
     result = runner.invoke(app, ["demo", "--vehicles", "30", "--days", "1", "--cadence-s", "300",
-                                 "--out", str(tmp_path / "out")])
+                                 "--history-weeks", "2", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "demo" / "summary.json").read_text())
     assert {"produced", "stored", "rejected", "duplicates_dropped", "wall_seconds"} <= set(summary)
@@ -64,3 +65,18 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
     assert summary["rejected"] == summary["broken_on_purpose"]
     assert summary["stored"] > 0.9 * summary["produced"]
     assert str(tmp_path / "out" / "demo") in result.output.replace("\n", "")
+
+    # The history was imported and the streamed days' sessions derived; the forecast issued when
+    # the streamed days began was stored, published, and scored against them.
+    demo = tmp_path / "out" / "demo"
+    assert summary["sessions_imported"] > 30 * 7 and summary["sessions_derived"] > 0
+    forecast = summary["forecast"]
+    assert forecast["published"] == 1 and forecast["hours_scored"] == 24
+    assert set(forecast["p90_coverage"]) == {"up", "down"}
+    scores = json.loads((demo / "forecast" / "scores.json").read_text())
+    assert scores["model_versions"] == {"forecaster": forecast["forecaster_version"]}
+    assert set(scores["endurance"]) == {"up_20min", "down_20min"}
+    for name in ("report.html", "reliability.png", "forecast_vs_realised_up.png", "forecast_vs_realised_down.png"):
+        assert (demo / "forecast" / name).stat().st_size > 1000
+    history = pd.read_csv(demo / "sessions_history.csv")
+    assert len(history) == summary["sessions_imported"]

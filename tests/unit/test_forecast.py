@@ -12,7 +12,8 @@ from flexfleet.forecast.availability import fit_availability
 from flexfleet.forecast.backtest import calibrate_portfolio, run_backtest
 from flexfleet.forecast.features import HORIZON, MTUS_PER_DAY, MTUS_PER_WEEK, WARM_UP, FeatureGrid
 from flexfleet.forecast.grid import session_grid
-from flexfleet.forecast.pipeline import Forecaster, issue_forecast, train_forecaster
+from flexfleet.forecast.pipeline import (QUANTILE_COLUMNS, FleetForecast, Forecaster, issue_forecast, score_forecast,
+                                        train_forecaster)
 from flexfleet.forecast.portfolio import LEVELS, calibrate, portfolio_quantiles
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -147,3 +148,30 @@ def test_an_issued_forecast_uses_only_what_was_known_and_replays_from_the_stored
     # These sessions tell no SoC: no SoC model, and nothing offered for any endurance.
     assert forecaster.soc is None and live.vehicles["soc_p50"].isna().all()
     assert (live.portfolio.loc[live.portfolio["endurance_min"] > 0, "q95"] < 1e-3).all()
+
+
+def test_a_stored_forecast_is_scored_against_the_same_mtus_it_was_issued_for(known_fleet):
+    """An oracle forecast (every quantile the realised value) scores zero pinball loss and full
+    coverage; a forecast one MTU off would not."""
+    grid, _, sessions = known_fleet
+    issued = T0 + timedelta(weeks=4, hours=8)
+    tau = int((issued - T0) / timedelta(minutes=15))
+    targets = pd.date_range(issued, periods=HORIZON, freq="15min", tz="UTC")
+    frames = []
+    for direction, kw in (("up", grid.up_kw), ("down", grid.down_kw)):
+        for endurance in (0, 20):
+            y = kw.sum(axis=0)[tau:tau + HORIZON] if endurance == 0 else np.zeros(HORIZON)
+            frame = pd.DataFrame({c: y for c in QUANTILE_COLUMNS})
+            frame.insert(0, "target_start", targets)
+            frame.insert(0, "endurance_min", endurance)
+            frame.insert(0, "direction", direction)
+            frames.append(frame)
+    oracle = FleetForecast(issued, BiddingZone.SE3, "oracle", pd.concat(frames, ignore_index=True), pd.DataFrame())
+    scored = score_forecast(oracle, sessions, _specs(150), issued + timedelta(days=1))
+    s = scored.summary.set_index(["direction", "forecaster"])
+    for direction in ("up", "down"):
+        assert s.loc[(direction, "model"), "pinball_mean"] < 1e-3
+        assert s.loc[(direction, "model"), "p90_coverage"] == 1.0
+        assert s.loc[(direction, "seasonal_naive"), "pinball_mean"] > 1.0
+    assert (scored.rows.groupby(["direction", "forecaster"]).size() == MTUS_PER_DAY).all()
+    assert scored.rows["target"].min() == issued

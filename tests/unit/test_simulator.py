@@ -9,7 +9,7 @@ import pytest
 
 from flexfleet.telemetry import FleetLimits, Limits, Reading, Rejection, parse_reading
 from services.simulator.fleet import Archetype, generate_fleet
-from services.simulator.telemetry import BAD_KINDS, simulate
+from services.simulator.telemetry import BAD_KINDS, simulate, simulate_sessions
 
 END = datetime(2026, 11, 23, tzinfo=UTC)  # a Monday, midnight UTC
 
@@ -124,3 +124,24 @@ def test_one_second_cadence_for_fcr_measurement():
     msgs = list(simulate(fleet, END - timedelta(minutes=2), END, cadence_s=1, seed=1))
     per_vehicle = Counter(m.key for m in msgs)
     assert max(per_vehicle.values()) == 120
+
+
+def test_a_later_end_repeats_the_earlier_simulation_and_emit_from_carries_it_on():
+    """History (sessions up to T) and the stream after T can come from one simulation: the
+    sessions before T do not depend on how far the simulation runs, and the stream reports
+    from T on without a cold start."""
+    fleet = generate_fleet(100, seed=7)
+    start, t = END - timedelta(days=9), END - timedelta(days=2)
+    history = simulate_sessions(fleet, start, t, cadence_s=300, seed=7)
+    longer = simulate_sessions(fleet, start, END, cadence_s=300, seed=7)
+    longer = longer[longer["plug_in_at"] < t].assign(plug_out_at=lambda d: d["plug_out_at"].clip(upper=t))
+    key = ["vehicle_id", "charger_id", "plug_in_at", "plug_out_at"]
+    assert history[key].reset_index(drop=True).equals(longer[key].reset_index(drop=True))
+
+    stream = list(simulate(fleet, start, END, cadence_s=300, seed=7, emit_from=t))
+    assert min(m.ts_s for m in stream) == int(t.timestamp())
+    plugged_at_t = {m.key.decode() for m in stream if m.ts_s == int(t.timestamp())
+                    and orjson.loads(m.value)["plugged_in"]}
+    open_at_t = set(history.loc[~history["complete"], "vehicle_id"])
+    # Every car plugged in when the history ends still is (cars behind an offline charger are silent).
+    assert plugged_at_t <= open_at_t and len(plugged_at_t) >= 0.8 * len(open_at_t)

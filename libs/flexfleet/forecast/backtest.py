@@ -101,13 +101,13 @@ def run_backtest(models: dict[str, AvailabilityModel], features: dict[str, Featu
         for tau in origins:
             p = model.predict(fg, tau)
             q = calibrations[direction].quantiles(p, _capacity(fg))
-            frames.append(_rows(fg, tau, direction, realised(fg, tau), q, seasonal_naive(fg, tau)))
+            frames.append(backtest_rows(fg.grid.mtu_starts(), tau, direction, realised(fg, tau), q, seasonal_naive(fg, tau)))
             if state_models:
                 kw = endurance_kw(direction, features["up"].capacity_kw, features["down"].capacity_kw,
                                   states[tau], state_models.limits, ENDURANCE_MIN)[fg.vehicles]
                 q_held = endurance_quantiles(calibrations[direction], p, q, [kw])[0]
-                frames.append(_rows(fg, tau, f"{direction}_{ENDURANCE_MIN}min", held[tau:tau + HORIZON], q_held,
-                                    seasonal_naive_series(held, tau)))
+                frames.append(backtest_rows(fg.grid.mtu_starts(), tau, f"{direction}_{ENDURANCE_MIN}min",
+                                    held[tau:tau + HORIZON], q_held, seasonal_naive_series(held, tau)))
     rows = pd.concat(frames, ignore_index=True)
     versions = {d: m.version for d, m in models.items()}
     scores = pd.DataFrame()
@@ -119,15 +119,16 @@ def run_backtest(models: dict[str, AvailabilityModel], features: dict[str, Featu
     return Backtest(rows, summarise(rows), dict(calibrations), versions, scores)
 
 
-def _rows(fg: FeatureGrid, tau: int, direction: str, y: np.ndarray, model_q: np.ndarray,
+def backtest_rows(starts: pd.DatetimeIndex, tau: int, direction: str, y: np.ndarray, model_q: np.ndarray,
           naive_q: np.ndarray) -> pd.DataFrame:
-    starts = fg.grid.mtu_starts()
+    """Backtest rows of one origin for the first len(y) MTUs of its window (all 48 h in a backtest)."""
+    n = len(y)
     frames = []
     for name, q in (("model", model_q), ("seasonal_naive", naive_q)):
-        frame = pd.DataFrame(q, columns=QCOLS)
+        frame = pd.DataFrame(q[:n], columns=QCOLS)
         frame.insert(0, "realised_kw", y)
-        frame.insert(0, "target", starts[tau:tau + HORIZON])
-        frame.insert(0, "horizon", np.arange(HORIZON))
+        frame.insert(0, "target", starts[tau:tau + n])
+        frame.insert(0, "horizon", np.arange(n))
         frame.insert(0, "issued", starts[tau])
         frame.insert(0, "direction", direction)
         frame.insert(0, "forecaster", name)

@@ -26,11 +26,12 @@ from flexfleet.domain.time import MTU_SECONDS, mtu_floor, require_aware
 from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast import soc as soc_models
 from flexfleet.forecast.availability import AvailabilityModel, fit_availability
-from flexfleet.forecast.backtest import Backtest, StateModels, calibrate_portfolio, run_backtest
+from flexfleet.forecast.backtest import (ENDURANCE_MIN, Backtest, StateModels, backtest_rows, calibrate_portfolio,
+                                         run_backtest, seasonal_naive_series, summarise)
 from flexfleet.forecast.departure import fit_departure
-from flexfleet.forecast.features import DIRECTIONS, HORIZON, MTUS_PER_DAY, WARM_UP, FeatureGrid
+from flexfleet.forecast.features import (DIRECTIONS, HISTORY_WEEKS, HORIZON, MTUS_PER_DAY, WARM_UP, FeatureGrid)
 from flexfleet.forecast.flexibility import (ENDURANCES_MIN, VehicleLimits, endurance_kw, endurance_quantiles,
-                                            forecast_state)
+                                            fleet_soc, forecast_state, realised_endurance_kw)
 from flexfleet.forecast.grid import Grid, session_grid
 from flexfleet.forecast.portfolio import LEVELS, Calibration, p90_volume
 from flexfleet.forecast.soc import QuantileModel, StateFeatures, fit_soc, sample_plugged
@@ -214,6 +215,36 @@ def backtest_forecaster(forecaster: Forecaster, sessions: pd.DataFrame, specs: p
     features = {d: FeatureGrid(grid, forecaster.zone, d) for d in DIRECTIONS}
     return run_backtest(forecaster.models, features, origins, forecaster.calibrations,
                         StateModels(forecaster.soc, forecaster.departure, limits))
+
+
+def score_forecast(forecast: FleetForecast, sessions: pd.DataFrame, specs: pd.DataFrame, end: datetime) -> Backtest:
+    """Score one forecast as issued (stored, say) against what happened between its issue time
+    and `end` (at most its 48 hours), beside the seasonal-naive forecast issued at the same time:
+    flexible power and power held for ENDURANCE_MIN, in `run_backtest`'s rows and summary.
+
+    `sessions` must reach back HISTORY_WEEKS + 1 weeks before the issue time: the baseline's
+    quantiles come from the errors of its rule over those weeks."""
+    start = forecast.issued_at - timedelta(weeks=HISTORY_WEEKS + 1)
+    limits = VehicleLimits.from_specs(specs)
+    grid = session_grid(sessions, limits.vehicle_ids, start, _mtus(start, end), limits.battery_kwh)
+    tau = _mtus(start, forecast.issued_at)
+    n = min(HORIZON, grid.n_mtus - tau)
+    if n <= 0:
+        raise ValueError(f"end: {end:%Y-%m-%d %H:%M} leaves nothing of the forecast issued at "
+                         f"{forecast.issued_at:%Y-%m-%d %H:%M} to score")
+    fleet = fleet_soc(grid, grid.n_mtus)
+    frames = []
+    for direction in DIRECTIONS:
+        power = (grid.up_kw if direction == "up" else grid.down_kw).sum(axis=0).astype(np.float64)
+        held = realised_endurance_kw(direction, grid, limits, ENDURANCE_MIN, fleet).sum(axis=0)
+        for name, series, endurance in ((direction, power, 0), (f"{direction}_{ENDURANCE_MIN}min", held, ENDURANCE_MIN)):
+            issued = forecast.portfolio[(forecast.portfolio["direction"] == direction)
+                                        & (forecast.portfolio["endurance_min"] == endurance)]
+            q = issued.sort_values("target_start")[list(QUANTILE_COLUMNS)].to_numpy(np.float64)
+            frames.append(backtest_rows(grid.mtu_starts(), tau, name, series[tau:tau + n], q,
+                                        seasonal_naive_series(series, tau)))
+    rows = pd.concat(frames, ignore_index=True)
+    return Backtest(rows, summarise(rows), {}, {"forecaster": forecast.forecaster_version})
 
 
 def issue_times(grid: Grid, zone: BiddingZone, first: int, last: int) -> list[int]:
