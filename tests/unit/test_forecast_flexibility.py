@@ -12,7 +12,7 @@ from flexfleet.domain import BiddingZone
 from flexfleet.forecast.availability import fit_availability
 from flexfleet.forecast.departure import fit_departure
 from flexfleet.forecast.features import HORIZON, MTUS_PER_DAY, WARM_UP, FeatureGrid
-from flexfleet.forecast.flexibility import (ENDURANCES_MIN, VehicleLimits, declared_floor, down_kw,
+from flexfleet.forecast.flexibility import (ENDURANCES_MIN, VehicleLimits, declared_floor, down_kw, held_key,
                                             realised_endurance_kw, up_kw)
 from flexfleet.forecast.grid import session_grid
 from flexfleet.forecast.pipeline import Forecaster, issue_forecast
@@ -190,8 +190,9 @@ def test_realised_endurance_is_zero_in_the_last_minutes_before_leaving(evening_f
 def test_an_issued_forecast_keeps_the_contract_and_replays_exactly(evening_fleet, fitted):
     sessions, specs, _ = evening_fleet
     _, soc, dep, avail = fitted
+    keys = [*avail, *(held_key(d, e) for d in avail for e in ENDURANCES_MIN)]
     forecaster = Forecaster(BiddingZone.SE3, T0 + timedelta(days=21), avail,
-                            {d: Calibration(rho=0.05) for d in avail}, soc, dep)
+                            {k: Calibration(rho=0.05) for k in keys}, soc, dep)
     issued = T0 + timedelta(days=23, hours=7)
     live = issue_forecast(forecaster, sessions, specs, issued, history_start=T0)
     replay = issue_forecast(Forecaster.from_json(forecaster.to_json()), sessions[sessions["plug_in_at"] < issued],

@@ -21,7 +21,7 @@ from flexfleet.forecast.availability import AvailabilityModel
 from flexfleet.forecast.departure import MINUTES_PER_MTU
 from flexfleet.forecast.features import HISTORY_WEEKS, HORIZON, MTUS_PER_WEEK, FeatureGrid
 from flexfleet.forecast.flexibility import (StateForecast, VehicleLimits, endurance_kw, endurance_quantiles,
-                                            fleet_soc, forecast_state, realised_endurance_kw)
+                                            fleet_soc, forecast_state, held_key, realised_endurance_kw)
 from flexfleet.forecast.portfolio import LEVELS, Calibration, calibrate, pinball
 from flexfleet.forecast.soc import DWELL_CAP, QUANTILES, QuantileModel, StateFeatures
 
@@ -67,6 +67,32 @@ def calibrate_portfolio(model: AvailabilityModel, features: FeatureGrid, origins
     return calibrate([(model.predict(features, tau), _capacity(features), realised(features, tau)) for tau in origins])
 
 
+def calibrate_endurance(models: dict[str, AvailabilityModel], features: dict[str, FeatureGrid],
+                        state_models: StateModels, origins: list[int], endurances: tuple[int, ...]) -> dict[str, Calibration]:
+    """Per direction and endurance (`held_key`), the portfolio calibration of the median-state
+    kW each car holds against what the fleet could have held, on the given origins."""
+    states = _state_forecasts(state_models, features, origins)
+    out = {}
+    for direction, model in models.items():
+        fg = features[direction]
+        p = {tau: model.predict(fg, tau) for tau in origins}
+        fleet = fleet_soc(fg.grid, fg.grid.n_mtus)
+        for endurance in endurances:
+            held = realised_endurance_kw(direction, fg.grid, state_models.limits, endurance, fleet).sum(axis=0)
+            out[held_key(direction, endurance)] = calibrate(
+                [(p[tau], _held_kw(direction, features, states[tau], state_models.limits, endurance),
+                  held[tau:tau + HORIZON]) for tau in origins])
+    return out
+
+
+def _held_kw(direction: str, features: dict[str, FeatureGrid], state: StateForecast, limits: VehicleLimits,
+             endurance: int) -> np.ndarray:
+    """Median-state kW held for `endurance` by the direction's vehicles (rows of its model)."""
+    kw = endurance_kw(direction, features["up"].capacity_kw, features["down"].capacity_kw, state, limits,
+                      endurance, cautious=False)
+    return kw[features[direction].vehicles]
+
+
 @dataclass(frozen=True)
 class StateModels:
     """The SoC and departure models, and the vehicles' limits, for scoring endurance."""
@@ -103,10 +129,9 @@ def run_backtest(models: dict[str, AvailabilityModel], features: dict[str, Featu
             q = calibrations[direction].quantiles(p, _capacity(fg))
             frames.append(backtest_rows(fg.grid.mtu_starts(), tau, direction, realised(fg, tau), q, seasonal_naive(fg, tau)))
             if state_models:
-                kw = endurance_kw(direction, features["up"].capacity_kw, features["down"].capacity_kw,
-                                  states[tau], state_models.limits, ENDURANCE_MIN)[fg.vehicles]
-                q_held = endurance_quantiles(calibrations[direction], p, q, [kw])[0]
-                frames.append(backtest_rows(fg.grid.mtu_starts(), tau, f"{direction}_{ENDURANCE_MIN}min",
+                kw = _held_kw(direction, features, states[tau], state_models.limits, ENDURANCE_MIN)
+                q_held = endurance_quantiles(calibrations, direction, p, q, {ENDURANCE_MIN: kw})[ENDURANCE_MIN]
+                frames.append(backtest_rows(fg.grid.mtu_starts(), tau, held_key(direction, ENDURANCE_MIN),
                                     held[tau:tau + HORIZON], q_held, seasonal_naive_series(held, tau)))
     rows = pd.concat(frames, ignore_index=True)
     versions = {d: m.version for d, m in models.items()}

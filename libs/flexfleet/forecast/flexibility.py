@@ -140,37 +140,45 @@ def forecast_state(soc_model: QuantileModel | None, departure_model: QuantileMod
 
 
 def endurance_kw(direction: str, capacity_up: np.ndarray, capacity_down: np.ndarray, fc: StateForecast,
-                 limits: VehicleLimits, endurance_min: float) -> np.ndarray:
+                 limits: VehicleLimits, endurance_min: float, cautious: bool = True) -> np.ndarray:
     """(vehicles, HORIZON) kW each vehicle holds for `endurance_min` in `direction`, given plugged
-    in; capacities are the pair kW per vehicle (`FeatureGrid.capacity_kw`)."""
+    in; capacities are the pair kW per vehicle (`FeatureGrid.capacity_kw`).
+
+    cautious: the figure each car meets in about nine cases out of ten (SoC P10 for up, P90 for
+    down, departure P10): what one car may be asked for. Otherwise the median state (SoC and
+    departure P50): the central figure the portfolio distribution is built on."""
+    soc_at, departure_at = ({"up": 0, "down": 2}.get(direction), 0) if cautious else (1, 1)
+    departure = fc.departure_min[:, :, departure_at]
     if direction == "up":
-        soc = np.where(np.isnan(fc.soc[:, :, 0]), fc.fleet_soc[0], fc.soc[:, :, 0])
+        soc = np.where(np.isnan(fc.soc[:, :, soc_at]), fc.fleet_soc[0], fc.soc[:, :, soc_at])
         return up_kw(capacity_up[:, None], capacity_down[:, None], soc, fc.floor_pct[:, None],
-                     limits.battery_kwh[:, None], limits.oem_cap_kwh[:, None], fc.departure_min[:, :, 0],
-                     endurance_min)
+                     limits.battery_kwh[:, None], limits.oem_cap_kwh[:, None], departure, endurance_min)
     if direction == "down":
-        soc = np.where(np.isnan(fc.soc[:, :, 2]), fc.fleet_soc[1], fc.soc[:, :, 2])
+        soc = np.where(np.isnan(fc.soc[:, :, soc_at]), fc.fleet_soc[1], fc.soc[:, :, soc_at])
         return down_kw(capacity_down[:, None], soc, limits.soc_max_pct[:, None], limits.battery_kwh[:, None],
-                       fc.departure_min[:, :, 0], endurance_min)
+                       departure, endurance_min)
     raise ValueError(f"direction: must be up or down, got {direction!r}")
 
 
-def endurance_quantiles(calibration: Calibration, p: np.ndarray, power_q: np.ndarray,
-                        kw_by_endurance: list[np.ndarray]) -> list[np.ndarray]:
-    """Portfolio quantiles (HORIZON, LEVELS) per endurance, in ENDURANCES_MIN order.
+def held_key(direction: str, endurance_min: int) -> str:
+    """The name of a direction's flexibility held for an endurance: "up_20min"."""
+    return f"{direction}_{endurance_min}min"
 
-    The direction's calibration (fleet correlation rho and level remapping) is reused: it
-    describes how the cars' presence moves together, which is the same question whatever each
-    car holds once there. The per-car kW are already low-side figures (SoC P10, departure P10),
-    so the spread they leave out errs on the side of less volume; the backtest scores the 20-min
-    figures against the realised ones to check it. A volume held for longer is also held for
-    shorter, so each endurance's quantiles are capped by the shorter one's (the normal
-    approximation alone could let a lower quantile rise when some cars drop out).
+
+def endurance_quantiles(calibrations: dict[str, Calibration], direction: str, p: np.ndarray, power_q: np.ndarray,
+                        kw_by_endurance: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Portfolio quantiles (HORIZON, LEVELS) per endurance (ascending).
+
+    Each endurance has its own calibration (`held_key`), fitted on what the fleet could really
+    have held: the median-state kW per car (`endurance_kw(cautious=False)`) leaves out how
+    uncertain each car's state is, and the recalibrated levels put that spread back. A volume
+    held for longer is also held for shorter, so each endurance's quantiles are capped by the
+    shorter one's (and by the power's).
     """
-    out, cap = [], power_q
-    for kw in kw_by_endurance:
-        cap = np.minimum(calibration.quantiles(p, kw), cap)
-        out.append(cap)
+    out, cap = {}, power_q
+    for endurance in sorted(kw_by_endurance):
+        cap = np.minimum(calibrations[held_key(direction, endurance)].quantiles(p, kw_by_endurance[endurance]), cap)
+        out[endurance] = cap
     return out
 
 

@@ -26,7 +26,8 @@ from flexfleet.domain.time import MTU_SECONDS, mtu_floor, require_aware
 from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast import soc as soc_models
 from flexfleet.forecast.availability import AvailabilityModel, fit_availability
-from flexfleet.forecast.backtest import (ENDURANCE_MIN, Backtest, StateModels, backtest_rows, calibrate_portfolio,
+from flexfleet.forecast.backtest import (ENDURANCE_MIN, Backtest, StateModels, backtest_rows, calibrate_endurance,
+                                         calibrate_portfolio,
                                          run_backtest, seasonal_naive_series, summarise)
 from flexfleet.forecast.departure import fit_departure
 from flexfleet.forecast.features import (DIRECTIONS, HISTORY_WEEKS, HORIZON, MTUS_PER_DAY, WARM_UP, FeatureGrid)
@@ -89,7 +90,8 @@ class FleetForecast:
         10 % quantile), p90_kwh (p90_kw x endurance_min / 60).
     vehicles: vehicle_id, target_start, p_up, p_down, capacity_up_kw, capacity_down_kw, soc_p10,
         soc_p50, soc_p90 (% given plugged in, NaN where unknown), departure_p10_at (P10 plug-out
-        given plugged in, NaT where unknown), up_20_kw, down_20_kw (kW held 20 min given plugged in).
+        given plugged in, NaT where unknown), up_20_kw, down_20_kw (kW held 20 min given plugged in, the
+        cautious per-car figure of `endurance_kw`).
     """
 
     issued_at: datetime       # start of the first target MTU; only data before it was used
@@ -135,6 +137,9 @@ def train_forecaster(sessions: pd.DataFrame, specs: pd.DataFrame, zone: str | Bi
     soc = fit_soc(state, sample, state_train, seed, quantile_rounds)
     progress("fitting departure")
     departure = fit_departure(state, sample, state_train, seed, quantile_rounds)
+    progress("calibrating endurance")
+    calibrations |= calibrate_endurance(models, features, StateModels(soc, departure, limits), calibration,
+                                        ENDURANCES_MIN)
     return Forecaster(zone, mtu_floor(until), models, calibrations, soc, departure)
 
 
@@ -158,17 +163,17 @@ def issue_forecast(forecaster: Forecaster, sessions: pd.DataFrame, specs: pd.Dat
     for direction in DIRECTIONS:
         fg = features[direction]
         p = forecaster.models[direction].predict(fg, tau)
-        calibration = forecaster.calibrations[direction]
-        q = calibration.quantiles(p, fg.capacity_kw[fg.vehicles][:, None])
-        held = [endurance_kw(direction, *capacities, state, limits, e) for e in ENDURANCES_MIN]
-        held_q = endurance_quantiles(calibration, p, q, [kw[fg.vehicles] for kw in held])
-        for endurance, quantiles in zip((0, *ENDURANCES_MIN), (q, *held_q)):
+        q = forecaster.calibrations[direction].quantiles(p, fg.capacity_kw[fg.vehicles][:, None])
+        median = {e: endurance_kw(direction, *capacities, state, limits, e, cautious=False)[fg.vehicles]
+                  for e in ENDURANCES_MIN}
+        held_q = endurance_quantiles(forecaster.calibrations, direction, p, q, median)
+        for endurance, quantiles in ((0, q), *held_q.items()):
             portfolio.append(_portfolio_rows(direction, endurance, targets, quantiles))
         full = np.zeros((len(ids), HORIZON))
         full[fg.vehicles] = p
         per_vehicle[f"p_{direction}"] = full.ravel()
         per_vehicle[f"capacity_{direction}_kw"] = np.repeat(fg.capacity_kw, HORIZON)
-        per_vehicle[f"{direction}_20_kw"] = held[ENDURANCES_MIN.index(20)].ravel()
+        per_vehicle[f"{direction}_20_kw"] = endurance_kw(direction, *capacities, state, limits, 20).ravel()
     target_start = pd.DatetimeIndex(np.tile(targets.to_numpy("datetime64[ns]"), len(ids))).tz_localize("UTC")
     departure = target_start + pd.to_timedelta(state.departure_min[:, :, 0].ravel(), unit="min")
     vehicles = pd.DataFrame({
