@@ -23,6 +23,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from _report import machine, median, update_section
+from flexfleet.domain.time import mtu_floor
+from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.availability import PARAMS, ROUNDS, ROWS_PER_ISSUE
 from flexfleet.forecast.features import FEATURES, HORIZON, WARM_UP, FeatureGrid
 from flexfleet.forecast.grid import session_grid
@@ -52,8 +54,9 @@ def timed_training(sessions, specs, zone, start, until, seed):
 def raw_lightgbm(sessions, ids, zone, start, until, seed: int) -> tuple[float, int]:
     """LightGBM alone, one direction: the same parameters and rounds on as many real feature rows
     as the pipeline trains on (seconds for both directions, rows per direction)."""
+    start = mtu_floor(start)
     grid = session_grid(sessions, ids, start, int((until - start).total_seconds() // 900))
-    fg = FeatureGrid(grid, zone, "up")
+    fg = FeatureGrid(grid, BiddingZone.parse(zone), "up")
     issues = len(range(WARM_UP, grid.n_mtus - HORIZON + 1, TRAIN_EVERY))
     rows = issues * min(ROWS_PER_ISSUE, len(fg.vehicles) * HORIZON)
     x = fg.frame(grid.n_mtus - 3 * HORIZON)[list(FEATURES)].to_numpy(np.float32)
@@ -86,6 +89,8 @@ def main() -> None:
             forecaster, seconds, steps = timed_training(sessions, specs, args.zone, start, until, args.seed)
             train_s.append(seconds)
             steps_runs.append(steps)
+            console.print(f"training run {len(train_s)}: {seconds:.1f} s ("
+                          + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()) + ")")
             progress.advance(task)
         task = progress.add_task("issuing 48-hour forecasts", total=args.runs)
         for k in range(args.runs):

@@ -287,7 +287,8 @@ def replay_command(
     known = ("no sessions" if info.sessions_known_at is None
              else f"sessions imported by {info.sessions_known_at:%Y-%m-%d %H:%M:%S}Z")
     facts = (f"forecast {info.forecast_id} issued {info.issued_at:%Y-%m-%d %H:%M}Z by {info.forecaster_version} "
-             f"from {result.sessions} {known}")
+             f"from {result.sessions} {known}" + ("; per-vehicle rows pruned, portfolio compared"
+                                                  if result.vehicles_pruned else ""))
     if result.identical:
         typer.echo(f"identical: {facts}")
         return

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from threading import Event
 
@@ -31,8 +31,9 @@ from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.pipeline import FleetForecast, Forecaster, issue_forecast, train_forecaster
 from services.forecaster.cli import database_sessions
 from services.forecaster.store import (FORECASTS_TOPIC, StoredForecast, forecast_info, latest_forecast,
-                                       latest_forecaster, load_forecast, load_forecaster, publish_pending,
-                                       save_forecast, save_forecaster)
+                                       latest_forecaster, load_forecast, load_forecaster, prune_vehicle_rows,
+                                       publish_pending, save_forecast, save_forecaster)
+from services.runtime.connection import LazyConnection
 from services.runtime.migrate import migrate
 from services.runtime.services import DEFAULT_TOPICS, ensure_topics
 
@@ -51,6 +52,7 @@ class ServiceConfig:
     every: timedelta = timedelta(hours=1)           # issue schedule, on this grid from the epoch
     retrain_every: timedelta = timedelta(hours=24)  # by the data: issue time - trained_until
     history: timedelta = timedelta(weeks=8)         # what a forecaster is trained on
+    keep_vehicle_rows: timedelta = timedelta(days=7)  # older forecasts keep their portfolio only
     poll_s: float = 60.0                            # how often to look for new sessions
     topic: str = FORECASTS_TOPIC
     seed: int = 0
@@ -124,7 +126,7 @@ class ForecasterService:
         self.passes = 0
         self.failures = 0
         self.last: PassResult | None = None
-        self._conn: psycopg.Connection | None = None
+        self._db = LazyConnection(config.database_url, self._migrate_once)
         self._migrated = False
         self._producer: KafkaProducer | None = None
         self._forecaster: Forecaster | None = None
@@ -135,7 +137,7 @@ class ForecasterService:
         Database errors propagate (the caller retries); broker errors are reported in the result."""
         cfg = self.config
         issued_at = mtu_floor(to_utc(now, "now"))
-        conn = self._connection()
+        conn = self._db.get()
         known_at = conn.execute("SELECT max(imported_at) FROM charging_sessions").fetchone()[0]
         model = latest_forecaster(conn, cfg.zone)
         last = latest_forecast(conn, cfg.zone)
@@ -158,6 +160,8 @@ class ForecasterService:
                                           issued_at, history_start=issued_at - ISSUE_HISTORY)
                 saved = save_forecast(conn, forecast, known_at)
                 forecast_id = saved.forecast_id if saved.created else None
+                if saved.created:
+                    prune_vehicle_rows(conn, cfg.zone, issued_at - cfg.keep_vehicle_rows)
                 log.info("forecast %s issued at %s by %s (%s)", saved.forecast_id, issued_at,
                          forecast.forecaster_version, reason)
         published, error = self._relay(conn)
@@ -210,7 +214,7 @@ class ForecasterService:
                 except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                     self.failures += 1
                     log.warning("database unavailable (%s); retrying in %.1f s", e, delay)
-                    self._drop_connection()
+                    self._db.drop()
                     stop.wait(delay)
                     delay = min(delay * 2, self.config.max_backoff_s)
                     continue
@@ -229,20 +233,10 @@ class ForecasterService:
             self.close()
 
     # -- connections --------------------------------------------------------------------------
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            if not self._migrated:
-                migrate(self.config.database_url)
-                self._migrated = True
-            self._conn = psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=5)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+    def _migrate_once(self, conn: psycopg.Connection) -> None:
+        if not self._migrated:
+            migrate(self.config.database_url)
+            self._migrated = True
 
     def _kafka(self) -> KafkaProducer:
         if self._producer is None:
@@ -277,7 +271,7 @@ class ForecasterService:
 
     def close(self) -> None:
         self._drop_producer()
-        self._drop_connection()
+        self._db.drop()
 
 
 # -- replay ---------------------------------------------------------------------------------------
@@ -294,6 +288,7 @@ class Replay:
     forecast: FleetForecast         # issued again
     sessions: int                   # sessions it was issued from
     difference: Difference | None   # None: identical, column for column and bit for bit
+    vehicles_pruned: bool = False   # the stored per-vehicle rows were pruned: portfolio compared only
 
     @property
     def identical(self) -> bool:
@@ -315,7 +310,8 @@ def replay(conn: psycopg.Connection, forecast_id: str, database_url: str | None 
 
     What cannot be replayed: a session re-derived after the issue with a moved plug-out (an open
     session later completed; its earlier version is overwritten in place), and registry changes
-    since (a vehicle's specs edited or the vehicle removed). `database_url` is needed when the
+    since (a vehicle's specs edited or the vehicle removed; for a forecast whose per-vehicle rows
+    were pruned, vehicles registered since as well). `database_url` is needed when the
     connection's DSN lacks the password."""
     stored = forecast_info(conn, forecast_id)
     before = load_forecast(conn, forecast_id)
@@ -323,9 +319,12 @@ def replay(conn: psycopg.Connection, forecast_id: str, database_url: str | None 
     start = stored.issued_at - ISSUE_HISTORY
     sessions, fleet = known_sessions(conn, database_url or conn.info.dsn, start, stored.issued_at,
                                      stored.sessions_known_at)
-    fleet = _restrict(fleet, pd.Index(before.vehicles["vehicle_id"].unique()))
+    pruned = before.vehicles.empty
+    if not pruned:
+        fleet = _restrict(fleet, pd.Index(before.vehicles["vehicle_id"].unique()))
     again = issue_forecast(forecaster, sessions, fleet, stored.issued_at, history_start=start)
-    return Replay(stored, again, len(sessions), forecast_difference(before, again))
+    compared = replace(again, vehicles=again.vehicles.iloc[:0]) if pruned else again
+    return Replay(stored, again, len(sessions), forecast_difference(before, compared), pruned)
 
 
 _ROW_KEYS = ("vehicle_id", "direction", "endurance_min", "target_start")

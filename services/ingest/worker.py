@@ -26,6 +26,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from flexfleet.telemetry import COLUMNS, FleetLimits, Limits, Reading, Rejection, parse_reading
+from services.runtime.connection import LazyConnection
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class IngestWorker:
         self.config = config
         self.clock = clock
         self.stats = IngestStats()
-        self._conn: psycopg.Connection | None = None
+        self._db = LazyConnection(config.database_url, lambda conn: conn.execute(_STAGE_DDL))
         self._limits = FleetLimits()
         self._limits_loaded_at = float("-inf")
         self._known_days: set[date] = set()
@@ -178,8 +179,7 @@ class IngestWorker:
         self._writer.shutdown(wait=True)
         self._consumer.close(autocommit=False)
         self._producer.close(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
+        self._db.drop()
 
     # -- one batch --------------------------------------------------------------------------
     def _validate(self, records: list[ConsumerRecord], stop: Event
@@ -207,14 +207,14 @@ class IngestWorker:
         delay = 0.25
         while True:
             try:
-                conn = self._connection()
+                conn = self._db.get()
                 inserted = self._write(conn, readings, rejects)
                 self._relay_rejects(conn)
                 return len(readings) + len(rejects), inserted, len(readings), rejects
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 self.stats.db_retries += 1
                 log.warning("database unavailable (%s); retrying in %.1f s", e, delay)
-                self._drop_connection()
+                self._db.drop()
                 if stop.wait(delay):
                     return None
                 delay = min(delay * 2, 5.0)
@@ -267,20 +267,6 @@ class IngestWorker:
         return len(rows)
 
     # -- connections and registry -----------------------------------------------------------
-    def _connection(self) -> psycopg.Connection:
-        """The writer thread's connection."""
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.config.database_url, connect_timeout=5, autocommit=True)
-            self._conn.execute(_STAGE_DDL)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
     def _reload_limits(self, stop: Event) -> bool:
         """Load the registry (on its own connection: the writer thread owns the other one).
         Waits while the database is away, so no message is refused for want of a registry."""

@@ -25,7 +25,7 @@ from flexfleet.forecast.pipeline import FleetForecast
 from services.cli import app
 from services.forecaster.service import ForecasterService, ServiceConfig, forecast_difference, replay
 from services.forecaster.store import (forecast_info, forecast_message, latest_forecast, load_forecast,
-                                       save_forecast)
+                                       prune_vehicle_rows, save_forecast)
 from services.runtime.embedded import EmbeddedKafka, EmbeddedPostgres
 from services.runtime.migrate import migrate
 from services.sessions import import_sessions_csv
@@ -153,6 +153,15 @@ def test_the_service_trains_issues_stores_publishes_and_replays(db_url, tmp_path
         differs = runner.invoke(app, ["forecast", "replay", fresh.forecast_id])
         assert differs.exit_code == 1, differs.output
         assert "largest difference: 0.5 in portfolio.q50: row 3" in differs.output
+
+        # Old forecasts keep their portfolio only; the portfolio still replays exactly.
+        with psycopg.connect(db_url) as conn:
+            assert prune_vehicle_rows(conn, "SE3", info.issued_at) == 40 * 192
+            assert count(db_url, f"SELECT count(*) FROM forecast_vehicles WHERE forecast_id = '{first.forecast_id}'") == 0
+            assert count(db_url, f"SELECT count(*) FROM forecast_vehicles WHERE forecast_id = '{fresh.forecast_id}'") > 0
+            pruned = replay(conn, first.forecast_id, db_url)
+            assert pruned.identical and pruned.vehicles_pruned, pruned.difference
+            assert len(load_forecast(conn, first.forecast_id).portfolio) == 2 * 4 * 192
 
         # The broker goes away: the next forecast is stored and waits in the outbox ...
         assert len(read_topic(broker.bootstrap_servers, "forecasts.v1", 2)) == 2

@@ -20,7 +20,7 @@ PARAMS = {"objective": "cross_entropy", "learning_rate": 0.08, "num_leaves": 63,
           "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
           "num_threads": 2, "deterministic": True, "force_row_wise": True, "verbosity": -1}
 ROUNDS = 250
-ROWS_PER_ISSUE = 60_000
+ROWS_PER_ISSUE = 10_000
 
 
 @dataclass

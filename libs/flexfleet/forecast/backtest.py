@@ -68,9 +68,12 @@ def calibrate_portfolio(model: AvailabilityModel, features: FeatureGrid, origins
 
 
 def calibrate_endurance(models: dict[str, AvailabilityModel], features: dict[str, FeatureGrid],
-                        state_models: StateModels, origins: list[int], endurances: tuple[int, ...]) -> dict[str, Calibration]:
-    """Per direction and endurance (`held_key`), the portfolio calibration of the median-state
-    kW each car holds against what the fleet could have held, on the given origins."""
+                        state_models: StateModels, origins: list[int], endurances: tuple[int, ...],
+                        power: dict[str, Calibration]) -> dict[str, Calibration]:
+    """Per direction and endurance (`held_key`), the levels of the portfolio calibration of the
+    median-state kW each car holds against what the fleet could have held, on the given origins.
+    The fleet correlation is the direction's (`power`): how the cars' presence moves together
+    does not depend on what each holds once there."""
     states = _state_forecasts(state_models, features, origins)
     out = {}
     for direction, model in models.items():
@@ -81,7 +84,7 @@ def calibrate_endurance(models: dict[str, AvailabilityModel], features: dict[str
             held = realised_endurance_kw(direction, fg.grid, state_models.limits, endurance, fleet).sum(axis=0)
             out[held_key(direction, endurance)] = calibrate(
                 [(p[tau], _held_kw(direction, features, states[tau], state_models.limits, endurance),
-                  held[tau:tau + HORIZON]) for tau in origins])
+                  held[tau:tau + HORIZON]) for tau in origins], rho=power[direction].rho)
     return out
 
 

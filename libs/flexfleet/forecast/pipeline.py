@@ -38,7 +38,7 @@ from flexfleet.forecast.portfolio import LEVELS, Calibration, p90_volume
 from flexfleet.forecast.soc import QuantileModel, StateFeatures, fit_soc, sample_plugged
 
 TRAIN_EVERY = 16        # MTUs between training issue times (4 h): every time of day is seen
-CALIBRATION_ORIGINS = 32
+CALIBRATION_ORIGINS = 16
 # Forecasts are issued each morning at 08:00 local, before the D-1 capacity auctions close.
 ISSUE_HOUR = 8
 QUANTILE_COLUMNS = tuple(f"q{int(a * 100):02d}" for a in LEVELS)
@@ -138,8 +138,10 @@ def train_forecaster(sessions: pd.DataFrame, specs: pd.DataFrame, zone: str | Bi
     progress("fitting departure")
     departure = fit_departure(state, sample, state_train, seed, quantile_rounds)
     progress("calibrating endurance")
-    calibrations |= calibrate_endurance(models, features, StateModels(soc, departure, limits), calibration,
-                                        ENDURANCES_MIN)
+    # Every other calibration origin: the levels need a few thousand PIT values, and each origin
+    # costs a SoC and departure forecast for the whole fleet.
+    calibrations |= calibrate_endurance(models, features, StateModels(soc, departure, limits), calibration[::2],
+                                        ENDURANCES_MIN, calibrations)
     return Forecaster(zone, mtu_floor(until), models, calibrations, soc, departure)
 
 

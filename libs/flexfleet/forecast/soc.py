@@ -26,7 +26,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 PARAMS = {"objective": "quantile", "learning_rate": 0.1, "num_leaves": 31, "min_data_in_leaf": 200,
           "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
           "num_threads": 2, "deterministic": True, "force_row_wise": True, "verbosity": -1}
-ROUNDS = 150
+ROUNDS = 100
 ROWS_PER_ISSUE = 20_000
 # MTUs between training issue times: 11 h, so the issue times walk through every hour of the day
 # (gcd(44, 96) = 4), at a quarter of availability's issue times.
