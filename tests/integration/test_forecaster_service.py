@@ -155,7 +155,7 @@ def test_the_service_trains_issues_stores_publishes_and_replays(db_url, tmp_path
         assert "largest difference: 0.5 in portfolio.q50: row 3" in differs.output
 
         # Old forecasts keep their portfolio only; the portfolio still replays exactly.
-        with psycopg.connect(db_url) as conn:
+        with psycopg.connect(db_url, autocommit=True) as conn:
             assert prune_vehicle_rows(conn, "SE3", info.issued_at) == 40 * 192
             assert count(db_url, f"SELECT count(*) FROM forecast_vehicles WHERE forecast_id = '{first.forecast_id}'") == 0
             assert count(db_url, f"SELECT count(*) FROM forecast_vehicles WHERE forecast_id = '{fresh.forecast_id}'") > 0
