@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 import pandas as pd  # noqa: E402
 
 from flexfleet.forecast.backtest import Backtest  # noqa: E402
+from flexfleet.forecast.flexibility import held_key  # noqa: E402
 from flexfleet.forecast.portfolio import LEVELS  # noqa: E402
 
 QCOLS = [f"q{int(a * 100):02d}" for a in LEVELS]
@@ -38,7 +39,7 @@ def reliability_png(bt: Backtest, path: Path) -> None:
 def forecast_vs_realised_png(bt: Backtest, path: Path, direction: str = "up", days: int = 4) -> None:
     """The model's quantile bands and the P90 volume against what happened, first forecasts."""
     rows = bt.rows[(bt.rows["direction"] == direction) & (bt.rows["forecaster"] == "model")]
-    held_rows = bt.rows[(bt.rows["direction"] == f"{direction}_20min") & (bt.rows["forecaster"] == "model")]
+    held_rows = bt.rows[(bt.rows["direction"] == held_key(direction, 20)) & (bt.rows["forecaster"] == "model")]
     issued = sorted(rows["issued"].unique())[:days]
     fig, ax = plt.subplots(figsize=(11, 4), layout="constrained")
     for k, when in enumerate(issued):

@@ -32,7 +32,7 @@ from flexfleet.forecast.backtest import (ENDURANCE_MIN, Backtest, StateModels, b
 from flexfleet.forecast.departure import fit_departure
 from flexfleet.forecast.features import (DIRECTIONS, HISTORY_WEEKS, HORIZON, MTUS_PER_DAY, WARM_UP, FeatureGrid)
 from flexfleet.forecast.flexibility import (ENDURANCES_MIN, VehicleLimits, endurance_kw, endurance_quantiles,
-                                            fleet_soc, forecast_state, realised_endurance_kw)
+                                            fleet_soc, forecast_state, held_key, realised_endurance_kw)
 from flexfleet.forecast.grid import Grid, session_grid
 from flexfleet.forecast.portfolio import LEVELS, Calibration, p90_volume
 from flexfleet.forecast.soc import QuantileModel, StateFeatures, fit_soc, sample_plugged
@@ -244,7 +244,7 @@ def score_forecast(forecast: FleetForecast, sessions: pd.DataFrame, specs: pd.Da
     for direction in DIRECTIONS:
         power = (grid.up_kw if direction == "up" else grid.down_kw).sum(axis=0).astype(np.float64)
         held = realised_endurance_kw(direction, grid, limits, ENDURANCE_MIN, fleet).sum(axis=0)
-        for name, series, endurance in ((direction, power, 0), (f"{direction}_{ENDURANCE_MIN}min", held, ENDURANCE_MIN)):
+        for name, series, endurance in ((direction, power, 0), (held_key(direction, ENDURANCE_MIN), held, ENDURANCE_MIN)):
             issued = forecast.portfolio[(forecast.portfolio["direction"] == direction)
                                         & (forecast.portfolio["endurance_min"] == endurance)]
             q = issued.sort_values("target_start")[list(QUANTILE_COLUMNS)].to_numpy(np.float64)

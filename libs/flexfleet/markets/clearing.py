@@ -325,6 +325,20 @@ def _window(start: datetime, end: datetime, what: str) -> tuple[datetime, dateti
     return s, e
 
 
+def _normalise_flex(obj: FlexOrder | FlexOffer, what: str, price_field: str) -> None:
+    """The checks and conversions orders and offers share: window, order type, price unit,
+    Decimal quantity and price, positive quantity."""
+    s, e = _window(obj.start, obj.end, what)
+    object.__setattr__(obj, "start", s)
+    object.__setattr__(obj, "end", e)
+    object.__setattr__(obj, "order_type", FlexOrderType(obj.order_type))
+    object.__setattr__(obj, "price_unit", FlexPriceUnit(obj.price_unit or _DEFAULT_UNIT[obj.order_type]))
+    object.__setattr__(obj, "quantity_mw", _dec(obj.quantity_mw, f"{what} quantity_mw"))
+    object.__setattr__(obj, price_field, _dec(getattr(obj, price_field), f"{what} {price_field}"))
+    if obj.quantity_mw <= 0:
+        raise ValueError(f"{what} quantity_mw: must be positive")
+
+
 @dataclass(frozen=True, slots=True)
 class FlexOrder:
     """A DSO's buy order at a grid node: how many MW, when, and the most it pays."""
@@ -341,16 +355,7 @@ class FlexOrder:
 
     def __post_init__(self) -> None:
         what = f"order {self.order_id}"
-        s, e = _window(self.start, self.end, what)
-        object.__setattr__(self, "start", s)
-        object.__setattr__(self, "end", e)
-        object.__setattr__(self, "order_type", FlexOrderType(self.order_type))
-        unit = self.price_unit or _DEFAULT_UNIT[self.order_type]
-        object.__setattr__(self, "price_unit", FlexPriceUnit(unit))
-        object.__setattr__(self, "quantity_mw", _dec(self.quantity_mw, f"{what} quantity_mw"))
-        object.__setattr__(self, "max_price", _dec(self.max_price, f"{what} max_price"))
-        if self.quantity_mw <= 0:
-            raise ValueError(f"{what} quantity_mw: must be positive")
+        _normalise_flex(self, what, "max_price")
         if self.max_price < 0:
             raise ValueError(f"{what} max_price: must not be negative")
 
@@ -371,17 +376,7 @@ class FlexOffer:
     indivisible: bool = False
 
     def __post_init__(self) -> None:
-        what = f"offer {self.offer_id}"
-        s, e = _window(self.start, self.end, what)
-        object.__setattr__(self, "start", s)
-        object.__setattr__(self, "end", e)
-        object.__setattr__(self, "order_type", FlexOrderType(self.order_type))
-        unit = self.price_unit or _DEFAULT_UNIT[self.order_type]
-        object.__setattr__(self, "price_unit", FlexPriceUnit(unit))
-        object.__setattr__(self, "quantity_mw", _dec(self.quantity_mw, f"{what} quantity_mw"))
-        object.__setattr__(self, "price", _dec(self.price, f"{what} price"))
-        if self.quantity_mw <= 0:
-            raise ValueError(f"{what} quantity_mw: must be positive")
+        _normalise_flex(self, f"offer {self.offer_id}", "price")
 
 
 @dataclass(frozen=True, slots=True)
