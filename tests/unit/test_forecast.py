@@ -9,7 +9,7 @@ import pytest
 
 from flexfleet.domain import BiddingZone
 from flexfleet.forecast.availability import fit_availability
-from flexfleet.forecast.backtest import calibrate_portfolio, run_backtest
+from flexfleet.forecast.backtest import calibrate_portfolio, predictions, run_backtest
 from flexfleet.forecast.features import HORIZON, MTUS_PER_DAY, MTUS_PER_WEEK, WARM_UP, FeatureGrid
 from flexfleet.forecast.grid import session_grid
 from flexfleet.forecast.pipeline import (QUANTILE_COLUMNS, FleetForecast, Forecaster, issue_forecast, score_forecast,
@@ -119,7 +119,7 @@ def test_a_replayed_backtest_gives_identical_numbers(known_fleet):
     def run():
         fg = FeatureGrid(grid, BiddingZone.SE3, "down")
         model = fit_availability(fg, list(range(WARM_UP, origins[0] - HORIZON, 48)), rows_per_issue=5000, rounds=40)
-        cal = calibrate_portfolio(model, fg, list(range(WARM_UP, origins[0] - HORIZON, 96)))
+        cal = calibrate_portfolio(predictions(model, fg, list(range(WARM_UP, origins[0] - HORIZON, 96))), fg)
         return run_backtest({"down": model}, {"down": fg}, origins, {"down": cal})
 
     a, b = run(), run()

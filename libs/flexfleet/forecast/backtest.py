@@ -62,23 +62,29 @@ def seasonal_naive_series(series: np.ndarray, tau: int) -> np.ndarray:
     return np.maximum(point[:, None] + np.quantile(errors, LEVELS)[None, :], 0.0)
 
 
-def calibrate_portfolio(model: AvailabilityModel, features: FeatureGrid, origins: list[int]) -> Calibration:
-    """Correlation and level calibration of the portfolio model on held-out origins."""
-    return calibrate([(model.predict(features, tau), _capacity(features), realised(features, tau)) for tau in origins])
+def predictions(model: AvailabilityModel, features: FeatureGrid, origins: list[int]) -> dict[int, np.ndarray]:
+    """The model's plug-in probabilities issued at each origin: computed once, calibrated twice."""
+    return {tau: model.predict(features, tau) for tau in origins}
 
 
-def calibrate_endurance(models: dict[str, AvailabilityModel], features: dict[str, FeatureGrid],
+def calibrate_portfolio(p: dict[int, np.ndarray], features: FeatureGrid) -> Calibration:
+    """Correlation and level calibration of the portfolio model on held-out origins (the keys
+    of `p`, the model's predictions there)."""
+    return calibrate([(p_tau, _capacity(features), realised(features, tau)) for tau, p_tau in p.items()])
+
+
+def calibrate_endurance(predicted: dict[str, dict[int, np.ndarray]], features: dict[str, FeatureGrid],
                         state_models: StateModels, origins: list[int], endurances: tuple[int, ...],
                         power: dict[str, Calibration]) -> dict[str, Calibration]:
     """Per direction and endurance (`held_key`), the levels of the portfolio calibration of the
-    median-state kW each car holds against what the fleet could have held, on the given origins.
-    The fleet correlation is the direction's (`power`): how the cars' presence moves together
-    does not depend on what each holds once there."""
+    median-state kW each car holds against what the fleet could have held, on the given origins
+    (`predicted[direction]` must hold the model's predictions there). The fleet correlation is
+    the direction's (`power`): how the cars' presence moves together does not depend on what
+    each holds once there."""
     states = _state_forecasts(state_models, features, origins)
     out = {}
-    for direction, model in models.items():
+    for direction, p in predicted.items():
         fg = features[direction]
-        p = {tau: model.predict(fg, tau) for tau in origins}
         fleet = fleet_soc(fg.grid, fg.grid.n_mtus)
         for endurance in endurances:
             held = realised_endurance_kw(direction, fg.grid, state_models.limits, endurance, fleet).sum(axis=0)

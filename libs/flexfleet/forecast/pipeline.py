@@ -27,8 +27,8 @@ from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast import soc as soc_models
 from flexfleet.forecast.availability import AvailabilityModel, fit_availability
 from flexfleet.forecast.backtest import (ENDURANCE_MIN, Backtest, StateModels, backtest_rows, calibrate_endurance,
-                                         calibrate_portfolio,
-                                         run_backtest, seasonal_naive_series, summarise)
+                                         calibrate_portfolio, predictions, run_backtest, seasonal_naive_series,
+                                         summarise)
 from flexfleet.forecast.departure import fit_departure
 from flexfleet.forecast.features import (DIRECTIONS, HISTORY_WEEKS, HORIZON, MTUS_PER_DAY, WARM_UP, FeatureGrid)
 from flexfleet.forecast.flexibility import (ENDURANCES_MIN, VehicleLimits, endurance_kw, endurance_quantiles,
@@ -122,13 +122,14 @@ def train_forecaster(sessions: pd.DataFrame, specs: pd.DataFrame, zone: str | Bi
                          f"(needs more than {(WARM_UP + HORIZON) / MTUS_PER_DAY + 1:.0f})")
     train = list(range(WARM_UP, last + 1, TRAIN_EVERY))
     calibration = sorted({int(x) for x in np.linspace(WARM_UP, last, CALIBRATION_ORIGINS)})
-    models, calibrations, features = {}, {}, {}
+    models, calibrations, features, predicted = {}, {}, {}, {}
     for direction in DIRECTIONS:
         fg = features[direction] = FeatureGrid(grid, zone, direction)
         progress(f"training {direction}")
         models[direction] = fit_availability(fg, train, seed=seed, **fit_options)
         progress(f"calibrating {direction}")
-        calibrations[direction] = calibrate_portfolio(models[direction], fg, calibration)
+        predicted[direction] = predictions(models[direction], fg, calibration)
+        calibrations[direction] = calibrate_portfolio(predicted[direction], fg)
     progress("sampling plugged-in rows")
     state = StateFeatures(features["down"])
     state_train = list(range(WARM_UP, last + 1, soc_models.TRAIN_EVERY))
@@ -140,7 +141,7 @@ def train_forecaster(sessions: pd.DataFrame, specs: pd.DataFrame, zone: str | Bi
     progress("calibrating endurance")
     # Every other calibration origin: the levels need a few thousand PIT values, and each origin
     # costs a SoC and departure forecast for the whole fleet.
-    calibrations |= calibrate_endurance(models, features, StateModels(soc, departure, limits), calibration[::2],
+    calibrations |= calibrate_endurance(predicted, features, StateModels(soc, departure, limits), calibration[::2],
                                         ENDURANCES_MIN, calibrations)
     return Forecaster(zone, mtu_floor(until), models, calibrations, soc, departure)
 
