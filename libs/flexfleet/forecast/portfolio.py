@@ -98,17 +98,18 @@ def pinball(y: np.ndarray, q: np.ndarray, levels: tuple[float, ...] = LEVELS) ->
 
 
 def calibrate(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], levels: tuple[float, ...] = LEVELS,
-              rho: float | None = None) -> Calibration:
-    """Fit on held-out (p, kw, realised) cases: rho by the lowest mean pinball loss over RHO_GRID
-    (unless given), then each level by where the realised values fell (their PIT values) under
+              rho: float | None = None, rho_grid: tuple[float, ...] = RHO_GRID,
+              rho_origins: int = RHO_ORIGINS) -> Calibration:
+    """Fit on held-out (p, kw, realised) cases: rho by the lowest mean pinball loss over `rho_grid`
+    on `rho_origins` of the cases (unless given), then each level by where the realised values fell (their PIT values) under
     that rho."""
     if rho is None:
         # rho is one number: eight origins (1,500 MTUs) pin it down, and the level calibration
         # on every case below corrects what a slightly wrong rho does to coverage.
-        sample = cases[::max(1, len(cases) // RHO_ORIGINS)]
+        sample = cases[::max(1, len(cases) // rho_origins)]
         losses = [sum(pinball(y, portfolio_quantiles(p, kw, r, levels), levels).mean() for p, kw, y in sample)
-                  for r in RHO_GRID]
-        rho = RHO_GRID[int(np.argmin(losses))]
+                  for r in rho_grid]
+        rho = rho_grid[int(np.argmin(losses))]
     pit = np.concatenate([portfolio_cdf(p, kw, rho, y) for p, kw, y in cases])
     targets = np.array([P90_TARGET_LEVEL if a == 0.1 else a for a in levels])
     model_levels = np.clip(np.quantile(pit, targets), 0.005, 0.995)
