@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from services.bidder.cli import app as bid_app
+from services.bidder.cli import markets_app
 from services.demo import DemoOptions, run_demo
 from services.forecaster.cli import app as forecast_app
 from services.ingest.cli import ingest
@@ -21,6 +23,8 @@ app.command("simulate")(simulate_command)
 app.command("ingest")(ingest)
 app.add_typer(import_app, name="import")
 app.add_typer(forecast_app)
+app.add_typer(bid_app)
+app.add_typer(markets_app)
 
 
 @app.command()

@@ -32,6 +32,12 @@ from flexfleet.domain.time import mtu_floor
 from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.features import HISTORY_WEEKS
 from flexfleet.forecast.pipeline import score_forecast
+from flexfleet.markets import default_catalogue
+from services.bidder.clearing import clear_simulated
+from services.bidder.files import write_bid_files
+from services.bidder.problem import next_open_auction
+from services.bidder.service import PlanRequest, plan_day
+from services.bidder.store import ClearingIn, record_clearing
 from services.forecaster.cli import database_sessions
 from services.forecaster.report import write_report
 from services.forecaster.service import ForecasterService, ServiceConfig
@@ -122,12 +128,19 @@ def import_history(run: DemoRun) -> None:
     run.console.print(f"sessions: {result.inserted:,} imported from {path}")
 
 
+def _forecaster_service(run: DemoRun) -> ForecasterService:
+    # Trained once when the streamed days begin; the forecast at the end reuses that forecaster.
+    o, p = run.options, run.platform
+    return ForecasterService(ServiceConfig(p.database_url, p.bootstrap_servers, zone=BiddingZone.parse(o.zone),
+                                           history=timedelta(weeks=o.history_weeks), seed=o.seed,
+                                           retrain_every=timedelta(days=o.days + 1)))
+
+
 def issue_forecast(run: DemoRun) -> None:
     """What the forecaster service does when the streamed days begin: train on the imported
     history, issue the 48-hour forecast, store it and publish it on forecasts.v1."""
-    o, p = run.options, run.platform
-    service = ForecasterService(ServiceConfig(p.database_url, p.bootstrap_servers, zone=BiddingZone.parse(o.zone),
-                                              history=timedelta(weeks=o.history_weeks), seed=o.seed))
+    o = run.options
+    service = _forecaster_service(run)
     try:
         with run.console.status(f"training on {o.history_weeks} weeks of sessions, issuing a 48-hour forecast"):
             result = service.run_once(run.start)
@@ -163,6 +176,64 @@ def score_issued_forecast(run: DemoRun) -> None:
                                                      / s.loc[(d, "seasonal_naive"), "pinball_mean"]), 3)
                                       for d in ("up", "down")}}
     run.console.print(f"forecast report: {page}")
+
+
+def bid_next_day(run: DemoRun) -> None:
+    """What market bidding automation does each day: a forecast issued now, the next delivery
+    day whose auction is still open planned from it (bids.json and bids.csv), the bids cleared
+    against the simulated market, and the accepted ones recorded as obligations for dispatch."""
+    o = run.options
+    service = _forecaster_service(run)
+    try:
+        with run.console.status("issuing a forecast for the days ahead"):
+            issued = service.run_once(run.end)
+    finally:
+        service.close()
+    day, auction = next_open_auction(default_catalogue(), o.zone, run.end)
+    with run.console.status(f"planning bids for {day} ({auction})"), psycopg.connect(run.platform.database_url) as conn:
+        stored = plan_day(conn, PlanRequest(day, o.zone, auction, now=run.end, seed=o.seed))
+        cleared = clear_simulated(stored.bids, seed=o.seed)
+        obligations = record_clearing(conn, [ClearingIn(b.bid_id, mw, price, "simulated market")
+                                             for b, mw, price in cleared])
+    out = run.out_dir / "bids"
+    write_bid_files(stored, out)
+    bids_png(stored, cleared, out / "bids.png")
+    p = stored.plan
+    offered = sum(float(b.volume_mw) * b.mtu_minutes / 60 for b in stored.bids)
+    accepted = sum(float(mw) * b.mtu_minutes / 60 for b, mw, _ in cleared)
+    revenue = sum(float(mw * (price or 0)) * b.mtu_minutes / 60 for b, mw, price in cleared)
+    run.summary["bids"] = {"delivery_day": day.isoformat(), "auction": auction, "forecast_issued_at":
+                           issued.issued_at.isoformat(), "bids": len(stored.bids), "offered_mwh": round(offered, 2),
+                           "expected_value_eur": str(p.objective.value_eur), "accepted_mwh": round(accepted, 2),
+                           "revenue_eur": round(revenue, 2), "obligations": len(obligations),
+                           "solve_seconds": round(p.solve_seconds, 2)}
+    run.console.print(f"bids: {len(stored.bids)} for {day} ({auction}), {offered:.1f} MWh offered, "
+                      f"{accepted:.1f} MWh accepted, {len(obligations)} obligations; {out}")
+
+
+def bids_png(stored, cleared, path: Path) -> None:
+    """Offered and accepted MW per MTU and direction, with the clearing price."""
+    frame = pd.DataFrame([{"mtu": b.mtu_start, "direction": b.direction, "offered": float(b.volume_mw),
+                           "accepted": float(mw), "price": float(price) if price is not None else float("nan")}
+                          for b, mw, price in cleared])
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, layout="constrained")
+    for ax, direction in zip(axes, ("up", "down")):
+        g = frame[frame["direction"] == direction] if len(frame) else frame
+        if len(g):
+            t = pd.to_datetime(g["mtu"], utc=True)
+            width = pd.Timedelta(minutes=50)
+            ax.bar(t, g["offered"], width=width, align="edge", color="tab:blue", alpha=0.3, label="offered")
+            ax.bar(t, g["accepted"], width=width, align="edge", color="tab:blue", label="accepted")
+            price = ax.twinx()
+            price.plot(t + pd.Timedelta(minutes=25), g["price"], "o", color="tab:red", ms=3)
+            price.set_ylabel("EUR/MW/h", color="tab:red")
+        ax.set_ylabel(f"FCR-D {direction} (MW)")
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="upper left")
+    axes[0].set_title(f"Bids for {stored.delivery_day} ({stored.zone}, {stored.auction}) and the simulated clearing (UTC)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def derive_sessions(run: DemoRun) -> None:
@@ -318,6 +389,11 @@ def write_summary(run: DemoRun) -> None:
     for d in ("up", "down"):
         table.add_row(f"forecast {d}: P90 volume there", f"{f['p90_coverage'][d]:.0%} of MTUs over {f['hours_scored']:g} h")
         table.add_row(f"forecast {d}: pinball loss", f"{f['pinball_vs_seasonal_naive'][d]:.2f} x seasonal naive")
+    b = s["bids"]
+    table.add_row(f"bids for {b['delivery_day']} ({b['auction']})",
+                  f"{b['bids']} bids, {b['offered_mwh']:g} MWh, expected {b['expected_value_eur']} EUR")
+    table.add_row("cleared (simulated market)", f"{b['accepted_mwh']:g} MWh accepted, {b['revenue_eur']:g} EUR, "
+                  f"{b['obligations']} obligations")
     table.add_row("wall time", f"{s['wall_seconds']} s")
     run.console.print(table)
     run.console.print(f"outputs: {path.parent.resolve()}")
@@ -331,6 +407,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("telemetry", stream_telemetry),
     ("sessions", derive_sessions),
     ("forecast vs realised", score_issued_forecast),
+    ("bids", bid_next_day),
     ("fleet state", fleet_state),
     ("summary", write_summary),
 ]

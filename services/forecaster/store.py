@@ -43,7 +43,8 @@ PORTFOLIO_COLUMNS: dict[str, str] = {
 VEHICLE_COLUMNS: dict[str, str] = {
     "vehicle_id": "text", "target_start": "timestamptz", "p_up": "float8", "p_down": "float8",
     "capacity_up_kw": "float8", "capacity_down_kw": "float8", "soc_p10": "float8", "soc_p50": "float8",
-    "soc_p90": "float8", "departure_p10_at": "timestamptz", "up_20_kw": "float8", "down_20_kw": "float8"}
+    "soc_p90": "float8", "departure_p10_at": "timestamptz", "up_20_kw": "float8", "down_20_kw": "float8",
+    "up_60_kw": "float8", "down_60_kw": "float8", "up_120_kw": "float8", "down_120_kw": "float8"}
 _REQUIRED = {"portfolio": ("direction", "target_start", *_QUANTILES),
              "vehicles": ("vehicle_id", "target_start")}
 _TABLES = {"portfolio": ("forecast_portfolio", PORTFOLIO_COLUMNS),

@@ -80,3 +80,12 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
         assert (demo / "forecast" / name).stat().st_size > 1000
     history = pd.read_csv(demo / "sessions_history.csv")
     assert len(history) == summary["sessions_imported"]
+
+    # Bids for the next open auction, from a forecast issued at the end, cleared against the
+    # simulated market: every accepted bid is an obligation, and the files say the same.
+    bids = summary["bids"]
+    planned = json.loads((demo / "bids" / "bids.json").read_text())
+    assert planned["delivery_day"] == bids["delivery_day"] and len(planned["bids"]) == bids["bids"]
+    assert len(pd.read_csv(demo / "bids" / "bids.csv")) == bids["bids"]
+    assert planned["bids"] or planned["dropped"], "a plan without bids says why"
+    assert bids["obligations"] <= bids["bids"] and (demo / "bids" / "bids.png").stat().st_size > 1000

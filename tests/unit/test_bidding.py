@@ -371,3 +371,17 @@ def test_fcr_d_and_a_local_order_share_the_cars_of_a_node():
     x_fcr, x_flex = dict(zip(fcr.vehicles, fcr.obligations_kw)), dict(zip(order.vehicles, order.obligations_kw))
     for car in cars:
         assert x_fcr.get(car, 0) / 10 + x_flex.get(car, 0) / (10 / 3) <= 1 + 1e-6
+
+
+def test_longer_endurances_use_the_forecast_s_own_held_kw_and_scale_only_without_it():
+    quarters = pd.date_range("2026-12-01", periods=4, freq="15min", tz="UTC")
+    one = np.ones((1, 4))
+    base = dict(vehicle_ids=("v",), quarter_starts=quarters, p_up=one, p_down=one, capacity_up_kw=11 * one,
+                capacity_down_kw=11 * one, up_20_kw=11 * one, down_20_kw=11 * one, departure_min=600 * one)
+    own = Availability(**base, up_60_kw=11 * one, down_60_kw=11 * one, up_120_kw=6 * one, down_120_kw=11 * one)
+    view = own.per_mtu([quarters[0].to_pydatetime()], 60)
+    assert view.held_kw("up", 60)[0, 0] == 11            # power-limited: held an hour as well
+    assert view.held_kw("up", 90)[0, 0] == 6             # the 120-minute figure covers 90 minutes
+    assert view.held_kw("up", 240)[0, 0] == 3            # beyond the forecast: energy-limited scaling
+    scaled = Availability(**base).per_mtu([quarters[0].to_pydatetime()], 60)
+    assert scaled.held_kw("down", 60)[0, 0] == pytest.approx(11 / 3)

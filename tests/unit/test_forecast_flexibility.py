@@ -215,9 +215,12 @@ def test_an_issued_forecast_keeps_the_contract_and_replays_exactly(evening_fleet
 
     v = live.vehicles
     assert list(v.columns) == ["vehicle_id", "target_start", "p_up", "p_down", "capacity_up_kw", "capacity_down_kw",
-                               "soc_p10", "soc_p50", "soc_p90", "departure_p10_at", "up_20_kw", "down_20_kw"]
+                               "soc_p10", "soc_p50", "soc_p90", "departure_p10_at", "up_20_kw", "down_20_kw",
+                               "up_60_kw", "down_60_kw", "up_120_kw", "down_120_kw"]
     assert len(v) == N_VEHICLES * HORIZON
     assert (v["soc_p10"] <= v["soc_p50"]).all() and (v["soc_p50"] <= v["soc_p90"]).all()
     assert (v["departure_p10_at"] >= v["target_start"]).all() and str(v["departure_p10_at"].dt.tz) == "UTC"
     assert (v["up_20_kw"] <= v["capacity_up_kw"] + 1e-9).all() and (v["down_20_kw"] <= v["capacity_down_kw"] + 1e-9).all()
     assert (v.loc[v["capacity_up_kw"] == 0, "up_20_kw"] == 0).all() and v["up_20_kw"].max() > 0
+    for d in ("up", "down"):   # what is held for longer is held for shorter
+        assert (v[f"{d}_120_kw"] <= v[f"{d}_60_kw"] + 1e-9).all() and (v[f"{d}_60_kw"] <= v[f"{d}_20_kw"] + 1e-9).all()

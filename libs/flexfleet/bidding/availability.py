@@ -6,11 +6,14 @@ with what it holds in every one of them: its plug-in probability is the lowest o
 quarter") and its held kW the lowest too. That makes the confidence joint over the MTU's
 minutes rather than per quarter.
 
-Held kW come from the forecast's cautious 20-minute figures, which already encode the SoC
-window, the minimum SoC, the P10 departure, the charger and the OEM cap. A longer endurance E
-scales them by 20/E (the energy-limited kW; never more than the power) and needs the P10
-departure at least E minutes after every quarter's start: a car leaving within the endurance
-backs nothing.
+Held kW come from the forecast's per-car figures for 20, 60 and 120 minutes (in the car's median
+state: the forecaster's endurance calibrations, which the P90 check uses, are fitted on them),
+which encode the SoC window, the minimum SoC, the departure, the charger and the OEM cap. An
+endurance E uses the figure of the shortest forecast endurance at least E (what is held for
+longer is held for E); beyond the longest it scales that one by its endurance / E (the
+energy-limited kW). Either way the P10 departure must be at least E minutes after every
+quarter's start: a car leaving within the endurance backs nothing. A forecast with only the
+20-minute figures (older stored ones) scales those.
 """
 
 from __future__ import annotations
@@ -25,7 +28,21 @@ from flexfleet.bidding.models import FORECAST_ENDURANCE_MIN, BiddingInputError, 
 QUARTER = pd.Timedelta(minutes=15)
 ROW_COLUMNS = ("vehicle_id", "target_start", "p_up", "p_down", "capacity_up_kw", "capacity_down_kw",
                "up_20_kw", "down_20_kw")
+# Held kW for longer endurances: optional (None: not in the forecast).
+LONGER = {60: ("up_60_kw", "down_60_kw"), 120: ("up_120_kw", "down_120_kw")}
+_OPTIONAL = tuple(name for pair in LONGER.values() for name in pair)
 _ARRAYS = ("p_up", "p_down", "capacity_up_kw", "capacity_down_kw", "up_20_kw", "down_20_kw", "departure_min")
+
+
+def _held_kw(arrays, direction: Direction, endurance_min: float) -> tuple[np.ndarray, float]:
+    """The held-kW array to use for `endurance_min`, and the factor to scale it by."""
+    side = 0 if direction == "up" else 1
+    have = {FORECAST_ENDURANCE_MIN: getattr(arrays, f"{direction}_20_kw")}
+    have |= {float(e): getattr(arrays, names[side]) for e, names in LONGER.items()
+             if getattr(arrays, names[side]) is not None}
+    longer = [e for e in sorted(have) if e >= endurance_min]
+    base = longer[0] if longer else max(have)
+    return have[base], min(1.0, base / endurance_min)
 
 
 @dataclass(frozen=True)
@@ -44,10 +61,17 @@ class Availability:
     up_20_kw: np.ndarray
     down_20_kw: np.ndarray
     departure_min: np.ndarray
+    up_60_kw: np.ndarray | None = None
+    down_60_kw: np.ndarray | None = None
+    up_120_kw: np.ndarray | None = None
+    down_120_kw: np.ndarray | None = None
+
+    def _present(self) -> tuple[str, ...]:
+        return _ARRAYS + tuple(n for n in _OPTIONAL if getattr(self, n) is not None)
 
     def __post_init__(self) -> None:
         shape = (len(self.vehicle_ids), len(self.quarter_starts))
-        for name in _ARRAYS:
+        for name in self._present():
             a = np.asarray(getattr(self, name))
             if a.dtype not in (np.float32, np.float64):   # float32 halves a large fleet's memory
                 a = a.astype(np.float64)
@@ -84,7 +108,7 @@ class Availability:
             raise BiddingInputError("vehicles: a vehicle has two rows for the same target_start")
         shape = (len(ids), len(quarter_starts))
         arrays = {}
-        for name in ROW_COLUMNS[2:]:
+        for name in ROW_COLUMNS[2:] + tuple(n for n in _OPTIONAL if n in rows):
             a = np.zeros(shape)
             a[v_index, q_index] = pd.to_numeric(rows[name]).to_numpy(np.float64)
             arrays[name] = a
@@ -101,7 +125,7 @@ class Availability:
         where = pd.Index(self.vehicle_ids).get_indexer(pd.Index(vehicle_ids))
         found = where >= 0
         out = {}
-        for name in _ARRAYS:
+        for name in self._present():
             src = getattr(self, name)
             a = np.full((len(vehicle_ids), src.shape[1]), np.nan if name == "departure_min" else 0.0)
             a[found] = src[where[found]]
@@ -116,10 +140,10 @@ class Availability:
         covered = (idx >= 0).reshape(len(mtu_starts), k).all(axis=1)
         shape = (len(self.vehicle_ids), len(mtu_starts), k)
         if len(idx) == len(self.quarter_starts) and (idx == np.arange(len(idx))).all():
-            return MtuAvailability(covered=covered, **{n: getattr(self, n).reshape(shape) for n in _ARRAYS})
+            return MtuAvailability(covered=covered, **{n: getattr(self, n).reshape(shape) for n in self._present()})
         take = np.where(idx >= 0, idx, 0)
         arrays = {}
-        for name in _ARRAYS:
+        for name in self._present():
             src = getattr(self, name)
             a = src[:, take] if src.shape[1] else np.zeros((src.shape[0], len(take)))
             a = np.where(idx[None, :] >= 0, a, np.nan if name == "departure_min" else 0.0)
@@ -140,6 +164,10 @@ class MtuAvailability:
     up_20_kw: np.ndarray
     down_20_kw: np.ndarray
     departure_min: np.ndarray
+    up_60_kw: np.ndarray | None = None
+    down_60_kw: np.ndarray | None = None
+    up_120_kw: np.ndarray | None = None
+    down_120_kw: np.ndarray | None = None
 
     def probability(self, direction: Direction) -> np.ndarray:
         """(vehicles, MTUs) probability the car is plugged in with the capability all MTU long."""
@@ -152,9 +180,9 @@ class MtuAvailability:
     def held_kw(self, direction: Direction, endurance_min: float, oem_cap_kwh: np.ndarray | None = None) -> np.ndarray:
         """(vehicles, MTUs) kW the car holds for `endurance_min` from any quarter of the MTU,
         given plugged in; up is also capped so one full activation fits the OEM cap left."""
-        base = self.up_20_kw if direction == "up" else self.down_20_kw
+        base, scale = _held_kw(self, direction, endurance_min)
         power = self.capacity_up_kw if direction == "up" else self.capacity_down_kw
-        kw = np.minimum(base * min(1.0, FORECAST_ENDURANCE_MIN / endurance_min), power)
+        kw = np.minimum(base * scale, power)
         known = ~np.isnan(self.departure_min)
         with np.errstate(invalid="ignore"):
             # Unknown departure: trust the forecast's own 20-minute check, nothing longer.

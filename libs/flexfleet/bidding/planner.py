@@ -1,7 +1,7 @@
 """plan_bids: the day's bids per product and MTU, and the vehicles behind each.
 
 1. Check each market: zone, auction, gate closure (fixed, or per MTU), prices, MTU length.
-2. Per vehicle, market and MTU: the kW it can hold (forecast's cautious figure, endurance,
+2. Per vehicle, market and MTU: the kW it can hold (the forecast's figure for the endurance,
    departure, OEM cap, node of an order) and its P90 credit under the correlated model.
 3. Cluster the vehicles; build the cluster model; solve it with HiGHS (greedy if no solution
    in time).
@@ -34,6 +34,7 @@ from flexfleet.bidding.p90 import bundle_p90_kw, credit_factor, p90_level, short
 from flexfleet.bidding.pricing import OfferTerms, offer_terms, terms_at
 from flexfleet.domain.time import delivery_day_bounds
 from flexfleet.domain.zones import BiddingZone
+from flexfleet.forecast.flexibility import held_key
 from flexfleet.forecast.portfolio import Calibration
 from flexfleet.markets.catalogue import FixedGateClosure
 from flexfleet.markets.rules import check_bid, gate_closure, round_to_step
@@ -200,7 +201,7 @@ def _gate_open(problem: BiddingProblem, market: Market, auction: str, mtus: list
 
 def _confidence(problem: BiddingProblem, market: Market) -> tuple[float, float, str]:
     d, e = market.direction, int(round(market.endurance_min))
-    for key in (f"{d}_{e}min", f"{d}_20min", d):
+    for key in (held_key(d, e), held_key(d, 20), d):
         if key in problem.calibrations:
             cal = problem.calibrations[key]
             break

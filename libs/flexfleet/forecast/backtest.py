@@ -109,7 +109,7 @@ def _held_kw(direction: str, features: dict[str, FeatureGrid], state: StateForec
              endurance: int) -> np.ndarray:
     """Median-state kW held for `endurance` by the direction's vehicles (rows of its model)."""
     kw = endurance_kw(direction, features["up"].capacity_kw, features["down"].capacity_kw, state, limits,
-                      endurance, cautious=False)
+                      endurance)
     return kw[features[direction].vehicles]
 
 

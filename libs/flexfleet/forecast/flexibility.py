@@ -140,14 +140,16 @@ def forecast_state(soc_model: QuantileModel | None, departure_model: QuantileMod
 
 
 def endurance_kw(direction: str, capacity_up: np.ndarray, capacity_down: np.ndarray, fc: StateForecast,
-                 limits: VehicleLimits, endurance_min: float, cautious: bool = True) -> np.ndarray:
+                 limits: VehicleLimits, endurance_min: float) -> np.ndarray:
     """(vehicles, HORIZON) kW each vehicle holds for `endurance_min` in `direction`, given plugged
-    in; capacities are the pair kW per vehicle (`FeatureGrid.capacity_kw`).
+    in, in its median state (SoC and departure P50); capacities are the pair kW per vehicle
+    (`FeatureGrid.capacity_kw`).
 
-    cautious: the figure each car meets in about nine cases out of ten (SoC P10 for up, P90 for
-    down, departure P10): what one car may be asked for. Otherwise the median state (SoC and
-    departure P50): the central figure the portfolio distribution is built on."""
-    soc_at, departure_at = ({"up": 0, "down": 2}.get(direction), 0) if cautious else (1, 1)
+    The median, not a cautious per-car quantile: the endurance calibrations (`held_key`) are
+    fitted on these figures against what the fleet really held, so they carry the state's
+    uncertainty; per-car P10s under them would count it twice (and SoC P90 sits at the charge
+    limit for most cars, which left every car's cautious down figure at 0)."""
+    soc_at = departure_at = 1
     departure = fc.departure_min[:, :, departure_at]
     if direction == "up":
         soc = np.where(np.isnan(fc.soc[:, :, soc_at]), fc.fleet_soc[0], fc.soc[:, :, soc_at])
@@ -170,7 +172,7 @@ def endurance_quantiles(calibrations: dict[str, Calibration], direction: str, p:
     """Portfolio quantiles (HORIZON, LEVELS) per endurance (ascending).
 
     Each endurance has its own calibration (`held_key`), fitted on what the fleet could really
-    have held: the median-state kW per car (`endurance_kw(cautious=False)`) leaves out how
+    have held: the median-state kW per car (`endurance_kw`) leaves out how
     uncertain each car's state is, and the recalibrated levels put that spread back. A volume
     held for longer is also held for shorter, so each endurance's quantiles are capped by the
     shorter one's (and by the power's).

@@ -90,8 +90,8 @@ class FleetForecast:
         10 % quantile), p90_kwh (p90_kw x endurance_min / 60).
     vehicles: vehicle_id, target_start, p_up, p_down, capacity_up_kw, capacity_down_kw, soc_p10,
         soc_p50, soc_p90 (% given plugged in, NaN where unknown), departure_p10_at (P10 plug-out
-        given plugged in, NaT where unknown), up_20_kw, down_20_kw (kW held 20 min given plugged in, the
-        cautious per-car figure of `endurance_kw`).
+        given plugged in, NaT where unknown), up_20_kw, down_20_kw, up_60_kw, ..., down_120_kw (kW
+        held that many minutes given plugged in, in the car's median state: `endurance_kw`).
     """
 
     issued_at: datetime       # start of the first target MTU; only data before it was used
@@ -167,16 +167,17 @@ def issue_forecast(forecaster: Forecaster, sessions: pd.DataFrame, specs: pd.Dat
         fg = features[direction]
         p = forecaster.models[direction].predict(fg, tau)
         q = forecaster.calibrations[direction].quantiles(p, fg.capacity_kw[fg.vehicles][:, None])
-        median = {e: endurance_kw(direction, *capacities, state, limits, e, cautious=False)[fg.vehicles]
-                  for e in ENDURANCES_MIN}
-        held_q = endurance_quantiles(forecaster.calibrations, direction, p, q, median)
+        held = {e: endurance_kw(direction, *capacities, state, limits, e) for e in ENDURANCES_MIN}
+        held_q = endurance_quantiles(forecaster.calibrations, direction, p, q,
+                                     {e: kw[fg.vehicles] for e, kw in held.items()})
         for endurance, quantiles in ((0, q), *held_q.items()):
             portfolio.append(_portfolio_rows(direction, endurance, targets, quantiles))
         full = np.zeros((len(ids), HORIZON))
         full[fg.vehicles] = p
         per_vehicle[f"p_{direction}"] = full.ravel()
         per_vehicle[f"capacity_{direction}_kw"] = np.repeat(fg.capacity_kw, HORIZON)
-        per_vehicle[f"{direction}_20_kw"] = endurance_kw(direction, *capacities, state, limits, 20).ravel()
+        for endurance, kw in held.items():
+            per_vehicle[f"{direction}_{endurance}_kw"] = kw.ravel()
     target_start = pd.DatetimeIndex(np.tile(targets.to_numpy("datetime64[ns]"), len(ids))).tz_localize("UTC")
     departure = target_start + pd.to_timedelta(state.departure_min[:, :, 0].ravel(), unit="min")
     vehicles = pd.DataFrame({
@@ -184,7 +185,7 @@ def issue_forecast(forecaster: Forecaster, sessions: pd.DataFrame, specs: pd.Dat
         **{k: per_vehicle[k] for k in ("p_up", "p_down", "capacity_up_kw", "capacity_down_kw")},
         **{f"soc_p{int(a * 100)}": state.soc[:, :, i].ravel() for i, a in enumerate(soc_models.QUANTILES)},
         "departure_p10_at": departure.floor("s"),
-        "up_20_kw": per_vehicle["up_20_kw"], "down_20_kw": per_vehicle["down_20_kw"]})
+        **{f"{d}_{e}_kw": per_vehicle[f"{d}_{e}_kw"] for e in ENDURANCES_MIN for d in DIRECTIONS}})
     return FleetForecast(tau_time, forecaster.zone, forecaster.version,
                          pd.concat(portfolio, ignore_index=True), vehicles)
 
