@@ -24,8 +24,8 @@ from time import perf_counter
 import numpy as np
 import pandas as pd
 
-from flexfleet.bidding import Availability, Bid, Fleet, PriceScenarios, SolveOptions, plan_bids
-from flexfleet.bidding.backtest import Award, Realised, Score, deliver, foresight_availability, realised, \
+from flexfleet.bidding import Availability, Bid, Fleet, Market, PriceScenarios, SolveOptions, plan_bids
+from flexfleet.bidding.backtest import PROMISE, Award, Realised, Score, deliver, foresight_availability, realised, \
     rule_of_thumb_bids, score
 from flexfleet.domain.time import delivery_day_bounds, mtu_floor, mtus_of_delivery_day
 from flexfleet.forecast.flexibility import VehicleLimits, held_key
@@ -36,14 +36,15 @@ from flexfleet.markets import default_catalogue
 from flexfleet.markets.catalogue import FrequencyActivation
 from flexfleet.markets.clearing import activated_energy
 from services.bidder.clearing import clear_simulated
-from services.bidder.problem import bidding_problem, day_gate_closure, fleet_for_bidding, products
+from services.bidder.problem import bidding_problem, day_gate_closure, fleet_for_bidding, products, resolve_auction
 from services.simulator.market import frequency_day, price_scenarios, realised_prices
 
-PLANNED, FORESIGHT = "optimiser", "perfect foresight"
+PLANNED, FORESIGHT, RULE = "optimiser", "perfect foresight", "rule of thumb"
+SHARE_DAYS = 14   # history days before the first delivery day on which the plain bidder's share is chosen
 
 
 def rule_name(share: float) -> str:
-    return f"rule of thumb {share:.0%}"
+    return f"{RULE} {share:.0%}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class BacktestResult:
     totals: pd.DataFrame        # one row per bidder, the same columns summed over the days
     seconds: dict[str, float]
     options: BacktestOptions
+    rule_share: float           # the plain bidder's share, chosen on the history before the first day
 
 
 def run_backtest(options: BacktestOptions, progress: Callable[[str, int, int], None] = lambda step, i, n: None
@@ -89,7 +91,7 @@ def run_backtest(options: BacktestOptions, progress: Callable[[str, int, int], N
     fleet = fleet_for_bidding(_registry_frame(options))
     catalogue = default_catalogue()
     limits = VehicleLimits.from_specs(specs)
-    grid_start = mtu_floor(first_start - timedelta(days=8))
+    grid_start = mtu_floor(first_start - timedelta(days=SHARE_DAYS + 8))
     grid = session_grid(sessions, limits.vehicle_ids, grid_start,
                         int((end - grid_start).total_seconds() // 900), limits.battery_kwh)
     real = realised(grid, limits)
@@ -101,16 +103,36 @@ def run_backtest(options: BacktestOptions, progress: Callable[[str, int, int], N
                                   **dict(options.fit_options))
     seconds["train"] = perf_counter() - began
 
+    share = rule_share(options, real, fleet, [days[0] - timedelta(days=k) for k in range(SHARE_DAYS, 0, -1)])
     activation = _activation(options, [days[0] - timedelta(days=k) for k in range(7, 0, -1)] + days)
     rows = []
     for i, day in enumerate(days):
         progress(f"bidding {day}", i, options.days)
-        rows += _day(options, day, forecaster, sessions, specs, fleet, real, activation, seconds)
+        rows += _day(options, day, forecaster, sessions, specs, fleet, real, activation, share, seconds)
     progress("done", options.days, options.days)
     frame = pd.DataFrame(rows)
     totals = frame.drop(columns=["day"]).groupby("bidder", sort=False).sum()
     totals["full_share"] = totals["full_mtus"] / totals["accepted_mtus"].where(totals["accepted_mtus"] > 0)
-    return BacktestResult(frame, totals.reset_index(), seconds, options)
+    return BacktestResult(frame, totals.reset_index(), seconds, options, share)
+
+
+def rule_share(options: BacktestOptions, real: Realised, fleet: Fleet, days: Sequence[date]) -> float:
+    """The plain bidder's share, chosen as an operator would without this backtest: the largest
+    of `options.shares` whose bids the fleet would have delivered in full in at least 90 % of
+    MTUs over `days` of history (every bid taken as accepted)."""
+    catalogue = default_catalogue()
+    markets = [Market(p, auction=resolve_auction(p, options.auction)) for p in products(catalogue, options.zone)]
+    by_key = {m.key: m for m in markets}
+    for share in sorted(options.shares, reverse=True):
+        bids = []
+        for d in days:
+            gate = day_gate_closure(catalogue, options.zone, d, options.auction)
+            bids += rule_of_thumb_bids(markets, real, mtus_of_delivery_day(d, options.zone)[::4],
+                                       mtu_floor(gate - timedelta(minutes=15)), share, markets[0].auction)
+        outcomes = deliver([Award(b, b.volume_mw, Decimal(0)) for b in bids], by_key, fleet, real, {}, {})
+        if score(bids, outcomes, by_key).full_share >= PROMISE:
+            return share
+    return min(options.shares)
 
 
 def _registry_frame(options: BacktestOptions) -> pd.DataFrame:
@@ -143,7 +165,7 @@ def _mean(daily: Mapping[date, Mapping[str, float]], days: Sequence[date]) -> di
 
 
 def _day(options: BacktestOptions, day: date, forecaster: Forecaster, sessions: pd.DataFrame, specs: pd.DataFrame,
-         fleet: Fleet, real: Realised, activation: Mapping[date, Mapping[str, float]],
+         fleet: Fleet, real: Realised, activation: Mapping[date, Mapping[str, float]], share: float,
          seconds: dict[str, float]) -> list[dict]:
     catalogue = default_catalogue()
     gate = day_gate_closure(catalogue, options.zone, day, options.auction)
@@ -178,9 +200,8 @@ def _day(options: BacktestOptions, day: date, forecaster: Forecaster, sessions: 
     foresight, fm = bidding_problem(day, options.zone, options.auction, issued_at, catalogue, fleet,
                                     foresight_availability(real, quarters), exact, truth, actual)
     rows.append(outcome(FORESIGHT, plan_bids(foresight, options.solve).bids))
-    for share in options.shares:
-        rows.append(outcome(rule_name(share), rule_of_thumb_bids(dm.markets, real, list(quarters[::4]),
-                                                                   issued_at, share, dm.auction)))
+    for name, k in ((RULE, share), *((rule_name(k), k) for k in options.shares)):
+        rows.append(outcome(name, rule_of_thumb_bids(dm.markets, real, list(quarters[::4]), issued_at, k, dm.auction)))
     return rows
 
 

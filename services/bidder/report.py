@@ -12,33 +12,45 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 import pandas as pd  # noqa: E402
 
-from services.bidder.backtest import FORESIGHT, PLANNED, BacktestResult  # noqa: E402
-
-
-PROMISE = 0.9   # the P90 rule: the offered volume is there in at least 90 % of MTUs
+from flexfleet.bidding.backtest import PROMISE  # noqa: E402
+from services.bidder.backtest import FORESIGHT, PLANNED, RULE, SHARE_DAYS, BacktestResult  # noqa: E402
 
 
 def best_rule(totals: pd.DataFrame) -> pd.Series:
-    """The strongest plain baseline: the rule-of-thumb share that earned most in hindsight among
-    those that kept the P90 promise (the smallest share if none did)."""
-    rules = totals[totals["bidder"].str.startswith("rule of thumb")]
+    """The plain bidder at its best in hindsight: the fixed share that earned most among those
+    that kept the P90 promise (the smallest share if none did)."""
+    rules = totals[totals["bidder"].str.startswith(RULE + " ")]
     kept = rules[rules["full_share"].fillna(1.0) >= PROMISE]
     return kept.loc[kept["net_eur"].idxmax()] if len(kept) else rules.iloc[0]
 
 
 def headline(result: BacktestResult) -> dict:
     t = result.totals.set_index("bidder")
-    ours, best, rule = t.loc[PLANNED], t.loc[FORESIGHT], best_rule(result.totals)
+    ours, best, rule, hindsight = t.loc[PLANNED], t.loc[FORESIGHT], t.loc[RULE], best_rule(result.totals)
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(float(a / b), 4) if b > 0 else None
+
     return {"net_eur": round(float(ours["net_eur"]), 2),
-            "share_of_perfect_foresight": round(float(ours["net_eur"] / best["net_eur"]), 4) if best["net_eur"] > 0 else None,
-            "above_best_rule_of_thumb": round(float(ours["net_eur"] / rule["net_eur"] - 1), 4) if rule["net_eur"] > 0 else None,
-            "best_rule_of_thumb": rule["bidder"],
-            "mtus_delivered_in_full": round(float(ours["full_share"]), 4) if pd.notna(ours["full_share"]) else None}
+            "share_of_perfect_foresight": ratio(ours["net_eur"], best["net_eur"]),
+            "rule_of_thumb_share": result.rule_share,
+            "vs_rule_of_thumb": ratio(ours["net_eur"], rule["net_eur"]),
+            "best_rule_of_thumb_in_hindsight": hindsight["bidder"],
+            "vs_best_rule_of_thumb_in_hindsight": ratio(ours["net_eur"], hindsight["net_eur"]),
+            "mtus_delivered_in_full": round(float(ours["full_share"]), 4) if pd.notna(ours["full_share"]) else None,
+            "rule_of_thumb_mtus_delivered_in_full": round(float(rule["full_share"]), 4)
+            if pd.notna(rule["full_share"]) else None}
+
+
+def _shown(result: BacktestResult) -> pd.DataFrame:
+    """The days of the bidders the plots compare: ours, the two baselines, the best fixed share."""
+    names = {PLANNED, FORESIGHT, RULE, best_rule(result.totals)["bidder"]}
+    return result.days[result.days["bidder"].isin(names)]
 
 
 def cumulative_png(result: BacktestResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 4), layout="constrained")
-    for name, g in result.days.groupby("bidder", sort=False):
+    for name, g in _shown(result).groupby("bidder", sort=False):
         ax.plot(pd.to_datetime(g["day"]), g["net_eur"].cumsum(), marker=".", label=name,
                 lw=2 if name == PLANNED else 1, ls="--" if name == FORESIGHT else "-")
     ax.set_ylabel("net value, cumulative (EUR)")
@@ -51,7 +63,7 @@ def cumulative_png(result: BacktestResult, path: Path) -> None:
 
 def delivery_png(result: BacktestResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 3.5), layout="constrained")
-    for name, g in result.days.groupby("bidder", sort=False):
+    for name, g in _shown(result).groupby("bidder", sort=False):
         share = g["full_mtus"] / g["accepted_mtus"].where(g["accepted_mtus"] > 0)
         ax.plot(pd.to_datetime(g["day"]), share, marker=".", label=name, lw=2 if name == PLANNED else 1)
     ax.axhline(PROMISE, color="grey", ls=":", lw=1, label="P90 promise")
@@ -80,9 +92,11 @@ def write_report(result: BacktestResult, out: Path) -> Path:
 <p>Each day the optimiser bids FCR-D up and down in the {html.escape(o.auction)} auction from the forecast issued
 before gate closure and price scenarios from earlier days; the market clears at the day's realised prices; delivery
 counts what the bundles really held. Net value is {head['net_eur']:,.2f} EUR:
-{_pct(head['share_of_perfect_foresight'])} of perfect foresight, {_pct(head['above_best_rule_of_thumb'])} above the
-best rule of thumb in hindsight that kept the P90 promise ({html.escape(head['best_rule_of_thumb'])}); {_pct(head['mtus_delivered_in_full'])}
-of accepted MTUs delivered in full.</p>
+{_pct(head['share_of_perfect_foresight'])} of perfect foresight and {_x(head['vs_rule_of_thumb'])} the rule of
+thumb (offering {result.rule_share:.0%} of the fleet's usual plugged-in power, the largest share that kept the P90
+promise on the {SHARE_DAYS} days before); {_x(head['vs_best_rule_of_thumb_in_hindsight'])} the best fixed share in
+hindsight that kept the promise ({html.escape(head['best_rule_of_thumb_in_hindsight'])}).
+{_pct(head['mtus_delivered_in_full'])} of accepted MTUs were delivered in full.</p>
 {table}
 <img src="net_value.png" alt="cumulative net value per bidder"><img src="delivered.png" alt="MTUs delivered in full">
 </body></html>"""
@@ -93,6 +107,10 @@ of accepted MTUs delivered in full.</p>
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
+
+
+def _x(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
 
 
 def _options(result: BacktestResult) -> dict:

@@ -68,7 +68,7 @@ def validate(request: PlanRequest, catalogue: Catalogue) -> tuple[str, datetime]
     try:
         zone = BiddingZone.parse(request.zone).value
     except ValueError as exc:
-        raise BiddingInputError(f"zone: {exc}") from None
+        raise BiddingInputError(f"zone: {getattr(exc, 'reason', exc)}") from None
     if request.now is not None and request.now.tzinfo is None:
         raise BiddingInputError("now: give a time zone (e.g. 2026-11-23T10:00:00+01:00)")
     if request.regime not in REGIMES:

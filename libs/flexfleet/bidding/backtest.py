@@ -31,6 +31,7 @@ from flexfleet.forecast.flexibility import ENDURANCES_MIN, VehicleLimits, fleet_
 from flexfleet.forecast.grid import Grid
 
 FULL = 0.999                    # plugged share that counts as the whole quarter
+PROMISE = 0.9                   # the P90 rule: the volume is there in at least 90 % of MTUs
 _MW = Decimal("0.001")
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from flexfleet.forecast.portfolio import _NODES, _WEIGHTS, Calibration, portfolio_cdf, portfolio_quantiles
+from flexfleet.forecast.portfolio import FACTOR_NODES, FACTOR_WEIGHTS, Calibration, portfolio_cdf, portfolio_quantiles
 
 EXACT_MAX_VEHICLES = 64
 _EXACT_BINS = 20_000       # kW grid of the exact sum: fine enough, bounded cost
@@ -53,8 +53,8 @@ def _exact_survival(p: np.ndarray, kw: np.ndarray, rho: float) -> tuple[np.ndarr
     """P(bundle >= b * step) for each bin b, exactly given F (kW rounded down to the grid)."""
     step = max(float(kw.sum()) / _EXACT_BINS, 1e-3)
     units = np.floor(kw / step + 1e-9).astype(int)
-    pk = conditional_probability(p, rho, _NODES[:, None])          # (nodes, cars)
-    pmf = np.zeros((len(_NODES), int(units.sum()) + 1))
+    pk = conditional_probability(p, rho, FACTOR_NODES[:, None])          # (nodes, cars)
+    pmf = np.zeros((len(FACTOR_NODES), int(units.sum()) + 1))
     pmf[:, 0] = 1.0
     top = 0
     for i, u in enumerate(units):
@@ -65,7 +65,7 @@ def _exact_survival(p: np.ndarray, kw: np.ndarray, rho: float) -> tuple[np.ndarr
         pmf[:, : top + u + 1] *= (1 - pk[:, i])[:, None]
         pmf[:, : top + u + 1] += shifted * pk[:, i][:, None]
         top += u
-    mixed = _WEIGHTS @ pmf
+    mixed = FACTOR_WEIGHTS @ pmf
     survival = np.cumsum(mixed[::-1])[::-1]                           # P(S >= b)
     return np.minimum(survival, 1.0), step
 

@@ -26,8 +26,10 @@ LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 P90_TARGET_LEVEL = 0.08
 RHO_ORIGINS = 8
 RHO_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+# Gauss-Hermite nodes and weights over the fleet factor F ~ N(0, 1): every mixture over F here
+# and in the bidder's exact bundle check integrates on them.
+FACTOR_NODES, FACTOR_WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
+FACTOR_WEIGHTS = FACTOR_WEIGHTS / FACTOR_WEIGHTS.sum()
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,9 @@ def _conditional_moments(p: np.ndarray, kw: np.ndarray, rho: float) -> tuple[np.
         raise ValueError("rho: must be in [0, 1)")
     p = np.clip(p, 1e-6, 1 - 1e-6)
     z = ndtri(p)
-    mu = np.empty((len(_NODES), p.shape[1]))
+    mu = np.empty((len(FACTOR_NODES), p.shape[1]))
     var = np.empty_like(mu)
-    for k, f in enumerate(_NODES):
+    for k, f in enumerate(FACTOR_NODES):
         pk = ndtr((z - np.sqrt(rho) * f) / np.sqrt(1 - rho))
         mu[k] = (kw * pk).sum(axis=0)
         var[k] = (kw * kw * pk * (1 - pk)).sum(axis=0)
@@ -69,7 +71,7 @@ def portfolio_quantiles(p: np.ndarray, kw: np.ndarray, rho: float,
 def portfolio_cdf(p: np.ndarray, kw: np.ndarray, rho: float, y: np.ndarray) -> np.ndarray:
     """P(portfolio <= y) per MTU: where the realised value fell in the forecast distribution."""
     mu, sd = _conditional_moments(p, kw, rho)
-    return _WEIGHTS @ ndtr((y[None, :] - mu) / sd)
+    return FACTOR_WEIGHTS @ ndtr((y[None, :] - mu) / sd)
 
 
 def _mixture_quantiles(mu: np.ndarray, sd: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -78,7 +80,7 @@ def _mixture_quantiles(mu: np.ndarray, sd: np.ndarray, levels: np.ndarray) -> np
     hi = np.broadcast_to((mu + 6 * sd).max(axis=0)[:, None], lo.shape).copy()
     for _ in range(32):  # the bracket is a few MW wide: 32 halvings reach well below 1 W
         mid = (lo + hi) / 2
-        cdf = np.einsum("k,ktl->tl", _WEIGHTS, ndtr((mid[None] - mu[:, :, None]) / sd[:, :, None]))
+        cdf = np.einsum("k,ktl->tl", FACTOR_WEIGHTS, ndtr((mid[None] - mu[:, :, None]) / sd[:, :, None]))
         below = cdf < levels[None, :]
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
