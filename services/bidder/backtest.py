@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from time import perf_counter
 
@@ -27,8 +27,9 @@ import pandas as pd
 from flexfleet.bidding import Availability, Bid, Fleet, Market, PriceScenarios, SolveOptions, plan_bids
 from flexfleet.bidding.backtest import PROMISE, Award, Realised, Score, deliver, foresight_availability, realised, \
     rule_of_thumb_bids, score
+from flexfleet.bidding.models import DIRECTIONS
 from flexfleet.domain.time import delivery_day_bounds, mtu_floor, mtus_of_delivery_day
-from flexfleet.forecast.flexibility import VehicleLimits, held_key
+from flexfleet.forecast.flexibility import ENDURANCES_MIN, VehicleLimits, held_key
 from flexfleet.forecast.grid import session_grid
 from flexfleet.forecast.pipeline import Forecaster, issue_forecast, train_forecaster
 from flexfleet.forecast.portfolio import Calibration
@@ -126,13 +127,17 @@ def rule_share(options: BacktestOptions, real: Realised, fleet: Fleet, days: Seq
     for share in sorted(options.shares, reverse=True):
         bids = []
         for d in days:
-            gate = day_gate_closure(catalogue, options.zone, d, options.auction)
             bids += rule_of_thumb_bids(markets, real, mtus_of_delivery_day(d, options.zone)[::4],
-                                       mtu_floor(gate - timedelta(minutes=15)), share, markets[0].auction)
+                                       _issued_at(options, d), share, markets[0].auction)
         outcomes = deliver([Award(b, b.volume_mw, Decimal(0)) for b in bids], by_key, fleet, real, {}, {})
         if score(bids, outcomes, by_key).full_share >= PROMISE:
             return share
     return min(options.shares)
+
+
+def _issued_at(options: BacktestOptions, day: date) -> datetime:
+    """The last MTU start before the day's gate closure: when the bidders decide."""
+    return mtu_floor(day_gate_closure(default_catalogue(), options.zone, day, options.auction) - timedelta(minutes=15))
 
 
 def _registry_frame(options: BacktestOptions) -> pd.DataFrame:
@@ -168,8 +173,7 @@ def _day(options: BacktestOptions, day: date, forecaster: Forecaster, sessions: 
          fleet: Fleet, real: Realised, activation: Mapping[date, Mapping[str, float]], share: float,
          seconds: dict[str, float]) -> list[dict]:
     catalogue = default_catalogue()
-    gate = day_gate_closure(catalogue, options.zone, day, options.auction)
-    issued_at = mtu_floor(gate - timedelta(minutes=15))
+    issued_at = _issued_at(options, day)
     quarters = pd.DatetimeIndex(mtus_of_delivery_day(day, options.zone))
 
     began = perf_counter()
@@ -183,12 +187,13 @@ def _day(options: BacktestOptions, day: date, forecaster: Forecaster, sessions: 
                                   Availability.from_vehicle_rows(forecast.vehicles, quarters),
                                   forecaster.calibrations, prices, expected)
     actual = activation[day]
+    by_key = {m.key: m for m in dm.markets}
 
     def outcome(name: str, bids: Sequence[Bid]) -> dict:
         awards = [Award(b, mw, price or Decimal(0))
                   for b, mw, price in clear_simulated(bids, options.regime, options.seed)]
-        outcomes = deliver(awards, {m.key: m for m in dm.markets}, fleet, real, actual, dm.surcharge_eur_per_mw_h)
-        return {"day": day, "bidder": name, **_flat(score(bids, outcomes, {m.key: m for m in dm.markets}))}
+        outcomes = deliver(awards, by_key, fleet, real, actual, dm.surcharge_eur_per_mw_h)
+        return {"day": day, "bidder": name, **_flat(score(bids, outcomes, by_key))}
 
     began = perf_counter()
     plan = plan_bids(problem, options.solve)
@@ -196,8 +201,8 @@ def _day(options: BacktestOptions, day: date, forecaster: Forecaster, sessions: 
     rows = [outcome(PLANNED, plan.bids)]
 
     truth = PriceScenarios.like(realised_prices(day, regime=options.regime, seed=options.seed))
-    exact = {held_key(d, e): Calibration(rho=0.0) for d in ("up", "down") for e in (20, 60, 120)}
-    foresight, fm = bidding_problem(day, options.zone, options.auction, issued_at, catalogue, fleet,
+    exact = {held_key(d, e): Calibration(rho=0.0) for d in DIRECTIONS for e in ENDURANCES_MIN}
+    foresight, _ = bidding_problem(day, options.zone, options.auction, issued_at, catalogue, fleet,
                                     foresight_availability(real, quarters), exact, truth, actual)
     rows.append(outcome(FORESIGHT, plan_bids(foresight, options.solve).bids))
     for name, k in ((RULE, share), *((rule_name(k), k) for k in options.shares)):

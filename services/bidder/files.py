@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from decimal import Decimal
 from pathlib import Path
 
 from services.bidder.store import StoredBid, StoredPlan
@@ -56,6 +55,3 @@ def write_bid_files(stored: StoredPlan, out: Path) -> tuple[Path, Path]:
                         r["status"]])
     return json_path, csv_path
 
-
-def total_mw(bids: list[StoredBid]) -> Decimal:
-    return sum((b.volume_mw for b in bids), Decimal(0))

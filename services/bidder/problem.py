@@ -37,7 +37,6 @@ class DayMarkets:
 
     markets: tuple[Market, ...]
     auction: str
-    gate_closure: datetime
     surcharge_eur_per_mw_h: Mapping[str, float]
 
 
@@ -74,7 +73,7 @@ def day_markets(catalogue: Catalogue, zone: str, day: date, auction: str, prices
         surcharge[product.id] = SHORTFALL_SURCHARGE * price
         markets.append(Market(product, activation_mwh_per_mw_h=activation.get(product.id, DEFAULT_ACTIVATION_MWH_PER_MW_H),
                               penalty_eur_per_mw_h=price + surcharge[product.id], auction=name))
-    return DayMarkets(tuple(markets), resolved, day_gate_closure(catalogue, zone, day, auction), surcharge)
+    return DayMarkets(tuple(markets), resolved, surcharge)
 
 
 def day_gate_closure(catalogue: Catalogue, zone: str, day: date, auction: str) -> datetime:

@@ -50,7 +50,7 @@ class Realised:
 
     def held(self, direction: Direction, endurance_min: float) -> np.ndarray:
         """(V, Q) kW held for the shortest recorded endurance of at least `endurance_min`."""
-        have = sorted(int(k.split("_")[1].removesuffix("min")) for k in self.held_kw if k.startswith(direction))
+        have = [e for e in ENDURANCES_MIN if held_key(direction, e) in self.held_kw]
         longer = [e for e in have if e >= endurance_min]
         if not longer:
             raise ValueError(f"endurance_min: {endurance_min} is longer than any recorded ({have})")
