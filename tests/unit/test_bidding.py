@@ -98,18 +98,35 @@ def test_two_products_compete_for_the_same_cars_and_the_better_paid_wins(fcr_pri
     assert any(d.market_key == loser and "not chosen" in d.reason for d in plan.dropped)
 
 
-def test_a_vehicle_leaving_within_the_endurance_backs_nothing():
+def test_a_vehicle_leaving_within_an_extrapolated_endurance_backs_nothing():
+    # Only 20-minute figures: those already hold each car's departure (ev-000 leaves 15 minutes
+    # into the hour, so the forecast gives it 0 kW); the order's 60 minutes are extrapolated
+    # from them, and only cars whose P10 departure is an hour away keep their share.
     cars = ids(12)
     departure = np.full(12, 600.0)
-    departure[0] = 15.0                              # leaves 15 minutes into the hour: < 20 min
-    departure[1] = 45.0                              # can hold 20 min, but not the order's 60
+    departure[0] = 15.0
+    departure[1] = 45.0                              # holds 20 min, but not the order's 60
+    up_kw = np.where(departure >= 20, 10.0, 0.0)
     flex = Market(FLEX, direction="up", grid_node="N1", endurance_min=60.0)
-    plan = plan_bids(problem([Market(UP)], hourly(cars, departure_min=departure), fleet(cars), {UP.id: 40.0}))
+    availability = hourly(cars, up_kw=up_kw, departure_min=departure)
+    plan = plan_bids(problem([Market(UP)], availability, fleet(cars), {UP.id: 40.0}))
     (bid,) = plan.bids
     assert "ev-000" not in bid.vehicles and "ev-001" in bid.vehicles
-    plan = plan_bids(problem([flex], hourly(cars, departure_min=departure), fleet(cars), {flex.key: 40.0}))
+    plan = plan_bids(problem([flex], availability, fleet(cars), {flex.key: 40.0}))
     (bid,) = plan.bids
     assert not {"ev-000", "ev-001"} & set(bid.vehicles)
+
+
+def test_the_forecast_s_own_held_kw_is_not_cut_again_at_the_p10_departure():
+    # The 60-minute figure is the forecast's, in the car's median state: its P10 departure
+    # (45 minutes) is uncertainty the calibrations already carry, so the car backs the order.
+    quarters = QUARTERS[:4]
+    one = np.ones((1, 4))
+    own = Availability(("v",), quarters, one, one, 10 * one, 10 * one, 10 * one, 10 * one, 45 * one,
+                       up_60_kw=8 * one, down_60_kw=8 * one)
+    view = own.per_mtu([quarters[0].to_pydatetime()], 60)
+    assert view.held_kw("up", 60)[0, 0] == 8
+    assert view.held_kw("up", 90)[0, 0] == 0         # beyond the forecast: the P10 departure decides
 
 
 def test_a_one_way_car_must_hold_fcr_d_down_for_two_hours():
@@ -271,7 +288,9 @@ def test_forecast_rows_are_read_by_the_contract():
         "p_up": 1.0, "p_down": 1.0, "capacity_up_kw": 10.0, "capacity_down_kw": 10.0,
         "soc_p10": 50.0, "soc_p50": 60.0, "soc_p90": 70.0, "up_20_kw": 10.0, "down_20_kw": 10.0,
         "departure_p10_at": np.tile(quarters, 12) + pd.Timedelta(hours=5)})
-    rows.loc[rows["vehicle_id"] == "ev-000", "departure_p10_at"] = rows["target_start"] + pd.Timedelta(minutes=10)
+    leaves = rows["vehicle_id"] == "ev-000"      # within 20 minutes: the forecast holds nothing for it
+    rows.loc[leaves, "departure_p10_at"] = rows["target_start"] + pd.Timedelta(minutes=10)
+    rows.loc[leaves, "up_20_kw"] = 0.0
     plan = plan_bids(problem([Market(UP)], rows, fleet(cars), {UP.id: 40.0}))
     (bid,) = plan.bids
     assert bid.volume_mw == Decimal("0.1") and "ev-000" not in bid.vehicles

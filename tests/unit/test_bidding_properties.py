@@ -84,7 +84,8 @@ def held_kw(pr: BiddingProblem, market: Market, v: int, hour: int) -> float:
     base = (a.up_20_kw if market.direction == "up" else a.down_20_kw)[v, q]
     power = (a.capacity_up_kw if market.direction == "up" else a.capacity_down_kw)[v, q]
     dep = a.departure_min[v, q]
-    stays = np.where(np.isnan(dep), endurance <= 20, np.nan_to_num(dep, nan=0) >= endurance)
+    # The 20-minute figures hold the departure; an extrapolated endurance also needs the P10 one.
+    stays = np.where(np.isnan(dep), endurance <= 20, endurance <= 20 or np.nan_to_num(dep, nan=0) >= endurance)
     kw = float(np.where(stays, np.minimum(base * min(1, 20 / endurance), power), 0).min())
     cap = pr.fleet.oem_cap_kwh[v]
     if market.direction == "up" and not np.isnan(cap):

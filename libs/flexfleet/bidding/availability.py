@@ -10,10 +10,13 @@ Held kW come from the forecast's per-car figures for 20, 60 and 120 minutes (in 
 state: the forecaster's endurance calibrations, which the P90 check uses, are fitted on them),
 which encode the SoC window, the minimum SoC, the departure, the charger and the OEM cap. An
 endurance E uses the figure of the shortest forecast endurance at least E (what is held for
-longer is held for E); beyond the longest it scales that one by its endurance / E (the
-energy-limited kW). Either way the P10 departure must be at least E minutes after every
-quarter's start: a car leaving within the endurance backs nothing. A forecast with only the
-20-minute figures (older stored ones) scales those.
+longer is held for E), as it is: the forecaster's calibrations, which the P90 check uses, carry
+the uncertainty of each car's departure, so cutting the figure again at the P10 departure would
+count it twice (it left most daytime cars out of the two-hour figures). Beyond the longest
+forecast endurance the planner extrapolates: that figure is scaled by its endurance / E (the
+energy-limited kW), and only cars whose P10 departure is at least E minutes after every
+quarter's start keep it. A forecast with only the 20-minute figures (older stored ones) scales
+those.
 """
 
 from __future__ import annotations
@@ -183,11 +186,9 @@ class MtuAvailability:
         base, scale = _held_kw(self, direction, endurance_min)
         power = self.capacity_up_kw if direction == "up" else self.capacity_down_kw
         kw = np.minimum(base * scale, power)
-        known = ~np.isnan(self.departure_min)
-        with np.errstate(invalid="ignore"):
-            # Unknown departure: trust the forecast's own 20-minute check, nothing longer.
-            stays = np.where(known, self.departure_min >= endurance_min, endurance_min <= FORECAST_ENDURANCE_MIN)
-        kw = np.where(stays, kw, 0.0)
+        if scale < 1:       # extrapolated: the car must stay (an unknown departure does not)
+            with np.errstate(invalid="ignore"):
+                kw = np.where(np.nan_to_num(self.departure_min, nan=-1.0) >= endurance_min, kw, 0.0)
         held = kw.min(axis=2)
         if direction == "up" and oem_cap_kwh is not None:
             cap = np.where(np.isnan(oem_cap_kwh), np.inf, oem_cap_kwh)
