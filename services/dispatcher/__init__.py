@@ -1,0 +1,1 @@
+"""Dispatch: the OpenADR 3 VTN that sends programs and events to VENs and takes their reports."""
