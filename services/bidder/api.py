@@ -20,7 +20,6 @@ from uuid import UUID
 import psycopg
 from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,6 +30,7 @@ from flexfleet.domain.zones import BiddingZone
 from services.bidder.files import bid_record, plan_record
 from services.bidder.store import (ClearingConflict, ClearingIn, NotFound, Obligation, list_bids, list_obligations,
                                    record_clearing)
+from services.openapi import openapi_without_422
 
 log = logging.getLogger(__name__)
 
@@ -335,12 +335,7 @@ def _plan_example(now: datetime) -> dict:
 def _openapi(app: FastAPI) -> dict:
     """FastAPI's document, with 400 problem details where it would say 422, and a plan example
     for the next open auction (so "Try it out" in /docs works on a database with a fresh forecast)."""
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            operation.get("responses", {}).pop("422", None)
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    schema = openapi_without_422(app)
     try:
         example = _plan_example(datetime.now(UTC))
     except BiddingInputError:

@@ -27,7 +27,6 @@ from urllib.parse import quote
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -74,6 +73,7 @@ from services.dispatcher.vtn.store import (
     NotFound,
     Where,
 )
+from services.openapi import openapi_without_422
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +191,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document of the routes, with the problem (400) where it would say 422. The
     official document is shared/specs/openadr3/3.0.1/openadr3.yaml; this one is for /docs."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                operation.get("responses", {}).pop("422", None)
-        for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
-        app.openapi_schema = schema
+        app.openapi_schema = openapi_without_422(app)
     return app.openapi_schema
 
 
