@@ -16,12 +16,11 @@ import argparse
 import time
 
 import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from _report import machine, median, update_section
-from flexfleet.bidding import SolveOptions, plan_bids, sampled_shortfall_rate
+from flexfleet.bidding import SolveOptions, bundle_backing, plan_bids, sampled_shortfall_rate
 from flexfleet.bidding.synthetic import synthetic_problem
 
 console = Console(width=180)
@@ -29,16 +28,11 @@ console = Console(width=180)
 
 def sampled_rates(problem, plan, bids: int, samples: int, seed: int) -> list[float]:
     """Out-of-sample shortfall rate of the first `bids` bids (fresh draws, not the planner's)."""
-    view = problem.vehicles.aligned(problem.fleet.vehicle_ids)
-    index = {v: i for i, v in enumerate(problem.fleet.vehicle_ids)}
     rates = []
     for bid in plan.bids[:bids]:
-        q = int(np.flatnonzero(view.quarter_starts == pd.Timestamp(bid.mtu_start))[0])
-        rows = [index[v] for v in bid.vehicles]
-        p = (view.p_up if bid.direction == "up" else view.p_down)[rows, q:q + 4]
+        p, kw = bundle_backing(problem, bid)
         rho = problem.calibrations[f"{bid.direction}_20min"].rho
-        rates.append(sampled_shortfall_rate(p, np.array(bid.obligations_kw), rho, float(bid.volume_mw) * 1000,
-                                            samples=samples, seed=seed))
+        rates.append(sampled_shortfall_rate(p, kw, rho, float(bid.volume_mw) * 1000, samples=samples, seed=seed))
     return rates
 
 

@@ -160,13 +160,13 @@ def test_a_day_is_planned_listed_cleared_and_becomes_obligations(fleet_db):
     in_time_order = sorted(obligations, key=lambda o: (o["mtu_start"], o["obligation_id"]))
     assert listed.status_code == 200 and listed.json()["obligations"] == in_time_order
     assert [o["bid_id"] for o in client.get("/v1/obligations", params={"end": a["mtu_end"]}).json()["obligations"]
-            ] == [o["bid_id"] for o in obligations if o["mtu_start"] < a["mtu_end"]]
+            ] == [o["bid_id"] for o in in_time_order if o["mtu_start"] < a["mtu_end"]]
     assert client.get("/v1/obligations", params={"start": DAY_END.isoformat()}).json() == {"obligations": []}
 
     # A different answer for a cleared bid is refused and changes nothing.
     wrong = {"results": [{"bid_id": part["bid_id"], "accepted_mw": part["volume_mw"], "price_eur_per_mw_h": "4.2"}]}
     assert_problem(client.post("/v1/clearing", json=wrong), 409, "results.0.bid_id", "already cleared")
-    assert client.get("/v1/obligations").json()["obligations"] == obligations
+    assert client.get("/v1/obligations").json()["obligations"] == in_time_order
 
 
 # -- refusals ---------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ from flexfleet.bidding.availability import Availability
 from flexfleet.bidding.models import (Bid, BiddingInputError, BiddingProblem, BidPlan, Dropped, Fleet, Market,
                                       NodeLimit, ObjectiveParts, PriceScenarios, SolveOptions)
 from flexfleet.bidding.p90 import bundle_p90_kw, sampled_shortfall_rate, shortfall_probability
-from flexfleet.bidding.planner import plan_bids
+from flexfleet.bidding.planner import bundle_backing, plan_bids
 from flexfleet.bidding.wear import wear_rate_per_kwh
 
 __all__ = [
     "Availability", "Bid", "BidPlan", "BiddingInputError", "BiddingProblem", "Dropped", "Fleet", "Market",
-    "NodeLimit", "ObjectiveParts", "PriceScenarios", "SolveOptions", "bundle_p90_kw", "plan_bids",
+    "NodeLimit", "ObjectiveParts", "PriceScenarios", "SolveOptions", "bundle_backing", "bundle_p90_kw", "plan_bids",
     "sampled_shortfall_rate", "shortfall_probability", "wear_rate_per_kwh",
 ]

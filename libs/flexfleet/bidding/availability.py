@@ -1,10 +1,9 @@
 """From the forecast's per-vehicle quarter-hours to what each car can hold for a product MTU.
 
-A product MTU (an hour for FCR-D) spans four forecast quarters. A car counts for the MTU only
-with what it holds in every one of them: its plug-in probability is the lowest of the quarters
-(one latent draw per car per MTU, so "plugged in the whole hour" is "plugged in the worst
-quarter") and its held kW the lowest too. That makes the confidence joint over the MTU's
-minutes rather than per quarter.
+A product MTU (an hour for FCR-D) spans four forecast quarters, and the TSO counts a bundle's
+sum quarter by quarter. So the arrays keep the quarters: a car that arrives at half past backs
+the last two quarters, where taking each car's worst quarter would count it nowhere (on a
+weekday daytime, 10-20 % of the fleet's sum). The planner checks its P90 in every quarter.
 
 Held kW come from the forecast's per-car figures for 20, 60 and 120 minutes (in the car's median
 state: the forecaster's endurance calibrations, which the P90 check uses, are fitted on them),
@@ -173,24 +172,23 @@ class MtuAvailability:
     down_120_kw: np.ndarray | None = None
 
     def probability(self, direction: Direction) -> np.ndarray:
-        """(vehicles, MTUs) probability the car is plugged in with the capability all MTU long."""
-        return (self.p_up if direction == "up" else self.p_down).min(axis=2)
+        """(vehicles, MTUs, quarters) probability the car is plugged in with the capability."""
+        return self.p_up if direction == "up" else self.p_down
 
     def power_kw(self, side: Direction) -> np.ndarray:
         """(vehicles, MTUs) the pair's power on a side through the whole MTU."""
         return (self.capacity_up_kw if side == "up" else self.capacity_down_kw).min(axis=2)
 
     def held_kw(self, direction: Direction, endurance_min: float, oem_cap_kwh: np.ndarray | None = None) -> np.ndarray:
-        """(vehicles, MTUs) kW the car holds for `endurance_min` from any quarter of the MTU,
-        given plugged in; up is also capped so one full activation fits the OEM cap left."""
+        """(vehicles, MTUs, quarters) kW the car holds for `endurance_min` from the quarter's
+        start, given plugged in; up is also capped so one full activation fits the OEM cap left."""
         base, scale = _held_kw(self, direction, endurance_min)
         power = self.capacity_up_kw if direction == "up" else self.capacity_down_kw
         kw = np.minimum(base * scale, power)
         if scale < 1:       # extrapolated: the car must stay (an unknown departure does not)
             with np.errstate(invalid="ignore"):
                 kw = np.where(np.nan_to_num(self.departure_min, nan=-1.0) >= endurance_min, kw, 0.0)
-        held = kw.min(axis=2)
         if direction == "up" and oem_cap_kwh is not None:
             cap = np.where(np.isnan(oem_cap_kwh), np.inf, oem_cap_kwh)
-            held = np.minimum(held, cap[:, None] / (endurance_min / 60))
-        return held
+            kw = np.minimum(kw, cap[:, None, None] / (endurance_min / 60))
+        return kw

@@ -12,11 +12,14 @@ with an on/off y[m, t] so that V is 0 or at least the minimum bid.
       power     sum_m power_cmt,side s_cmt <= 1                 (each car's pair kW, incl. 0.2 C the other way)
       node      sum_{c at node} sum_m load_cmt,side s_cmt <= limit_node,t,side   (the node's kW, split)
       oem       sum_mt oem_cmt s_cmt <= 1                        (the day's OEM cap, per car)
-      p90       V_mt <= haircut_mt sum_c credit_cmt s_cmt         (linear P90, checked after)
+      p90       V_mt <= haircut_mtq sum_c credit_cmtq s_cmt       (linear P90 in each quarter q, checked after)
       rules     min_m y_mt <= V_mt <= vmax_mt y_mt, V_mt = step_m n_mt
 
-credit and capacity are in kW, volumes in MW. power and oem hold each cluster's worst member,
-so that a row met by the cluster is met by every car in it.
+credit and capacity are in kW, volumes in MW. A car's share s backs s x its held kW in each
+quarter of the MTU (credit, per quarter, as the TSO counts the bundle's sum quarter by quarter);
+its obligation, and so capacity, power, node load and OEM use, is s x its best quarter's held
+kW. power and oem hold each cluster's worst member, so that a row met by the cluster is met by
+every car in it.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ class ClusterModel:
     vmax_mw: np.ndarray        # (M, T) most a bid may offer (order size, or what the pool could back)
     revenue: np.ndarray        # (M, T) expected revenue EUR per MW h
     acceptance: np.ndarray     # (M, T)
-    haircut: np.ndarray        # (M, T)
-    capacity_kw: np.ndarray    # (C, M, T) sum of members' held kW
-    credit_kw: np.ndarray      # (C, M, T) sum of members' held kW x P90 credit factor
+    haircut: np.ndarray        # (M, T, Q) per quarter of the MTU
+    capacity_kw: np.ndarray    # (C, M, T) sum of members' held kW (their best quarter)
+    credit_kw: np.ndarray      # (C, M, T, Q) sum of members' held kW x P90 credit factor, per quarter
     cost: np.ndarray           # (C, M, T) EUR per MW h when accepted (wear and expected penalty)
     power: np.ndarray          # (C, M, T, 2) worst member's kW per share over its pair kW
     node_of: np.ndarray        # (C,) index of the cluster's constrained node, -1 none
@@ -63,7 +66,7 @@ class ClusterModel:
         left = budget > 1e-9
         oem = np.where(left, coef / np.where(left, budget, 1.0), 0.0)
         blocked = (coef > 0) & ~left                  # a cap with nothing left here: hold nothing
-        credit = np.where(blocked, 0.0, at(self.credit_kw, 2))
+        credit = np.where(blocked[..., None], 0.0, at(self.credit_kw, 2))
         return replace(self, vmax_mw=at(self.vmax_mw, 1), revenue=at(self.revenue, 1),
                        acceptance=at(self.acceptance, 1), haircut=at(self.haircut, 1),
                        capacity_kw=at(self.capacity_kw, 2), credit_kw=credit, cost=at(self.cost, 2),
@@ -72,7 +75,7 @@ class ClusterModel:
 
     def share_mask(self) -> np.ndarray:
         """(C, M, T) where a share variable exists: the cluster can hold something there."""
-        return (self.capacity_kw > 0) & (self.credit_kw > 0)
+        return (self.capacity_kw > 0) & (self.credit_kw > 0).any(axis=3)
 
     def bid_mask(self) -> np.ndarray:
         """(M, T) where a bid variable exists: a minimum bid fits and some cluster could earn."""
@@ -87,8 +90,9 @@ class ClusterModel:
         return self.capacity_kw[..., None] * factor[:, :, None, :]
 
     def share_cost(self) -> np.ndarray:
-        """(C, M, T) EUR the objective charges per unit share."""
-        credit_mw = self.haircut[None] * self.credit_kw / 1000
+        """(C, M, T) EUR the objective charges per unit share (on the quarters' mean credit:
+        activation energy, and so wear, follows the volume the share backs)."""
+        credit_mw = (self.haircut[None] * self.credit_kw).mean(axis=3) / 1000
         return self.hours * self.acceptance[None] * self.cost * credit_mw + \
             EPSILON_EUR_PER_MW * self.capacity_kw / 1000
 
@@ -124,8 +128,8 @@ def violations(model: ClusterModel, share: np.ndarray, volume_mw: np.ndarray, to
     for n in range(model.node_limit_kw.shape[0]):
         if (load[model.node_of == n].sum(axis=0) > model.node_limit_kw[n] * (1 + tol) + tol).any():
             out.append(f"node {n}: limit exceeded")
-    credit = model.haircut * (model.credit_kw * share).sum(axis=0) / 1000
-    if (volume_mw > credit + tol).any():
+    credit = model.haircut * (model.credit_kw * share[..., None]).sum(axis=0) / 1000        # (M, T, Q)
+    if (volume_mw[..., None] > credit + tol).any():
         out.append("p90: volume above the linear P90 credit")
     on = volume_mw > tol
     steps = volume_mw / model.step_mw[:, None]

@@ -67,22 +67,24 @@ def solve(model: ClusterModel) -> Allocation:
     best = [margin[:, m, t][ok[:, m, t]].max(initial=0.0) for m, t in bids]
     for m, t in bids[np.argsort(-np.asarray(best), kind="stable")] if len(bids) else []:
         need_kw = model.vmax_mw[m, t] * 1000
-        got_kw = 0.0
+        got_kw = np.zeros(model.credit_kw.shape[3])                                    # per quarter
         taken: list[tuple[int, float]] = []
         for c in np.argsort(model.cost[:, m, t], kind="stable"):
-            per_share = model.haircut[m, t] * model.credit_kw[c, m, t]
-            if got_kw >= need_kw - 1e-9:
+            per_share = model.haircut[m, t] * model.credit_kw[c, m, t]                 # (Q,)
+            short = need_kw - got_kw > 1e-9
+            if not short.any():
                 break
-            if not ok[c, m, t] or margin[c, m, t] <= 0 or per_share <= 0:
+            helps = short & (per_share > 0)
+            if not ok[c, m, t] or margin[c, m, t] <= 0 or not helps.any():
                 continue
-            s = min(room.most(c, m, t), (need_kw - got_kw) / per_share)
+            s = min(room.most(c, m, t), float(((need_kw - got_kw[helps]) / per_share[helps]).max()))
             if s <= 1e-12:
                 continue
             taken.append((c, s))
             got_kw += s * per_share
             room.take(c, m, t, s)
         step = model.step_mw[m]
-        v = np.floor(min(got_kw / 1000, model.vmax_mw[m, t]) / step + 1e-9) * step
+        v = np.floor(min(got_kw.min() / 1000, model.vmax_mw[m, t]) / step + 1e-9) * step
         if v > 0 and v >= model.min_mw[m] - 1e-9:
             volume[m, t] = v
             for c, s in taken:

@@ -90,15 +90,18 @@ def build(model: ClusterModel) -> tuple[highspy.HighsLp, np.ndarray, np.ndarray]
     # the day's OEM cap per cluster
     oem = model.oem[c, m, t]
     rows.add_grouped(c[oem > 0], col_s[oem > 0], oem[oem > 0], lambda k: np.ones(len(k)))
-    # bids: V <= linear P90 credit; min y <= V <= vmax y
+    # bids: V <= linear P90 credit in each quarter; min y <= V <= vmax y
     if B:
         bm, bt = bids.T
         step = model.step_mw[bm]
         bid_of = np.full((M, T), -1)
         bid_of[bm, bt] = np.arange(B)
-        credit = rows.new_rows(np.zeros(B))
-        rows.add(credit, col_n, step)
-        rows.add(credit[bid_of[m, t]], col_s, -model.haircut[m, t] * model.credit_kw[c, m, t] / 1000)
+        Q = model.credit_kw.shape[3]
+        credit = rows.new_rows(np.zeros(B * Q)).reshape(B, Q)
+        for q in range(Q):
+            coef = model.haircut[m, t, q] * model.credit_kw[c, m, t, q] / 1000
+            rows.add(credit[:, q], col_n, step)
+            rows.add(credit[bid_of[m, t], q][coef > 0], col_s[coef > 0], -coef[coef > 0])
         low = rows.new_rows(np.zeros(B))
         rows.add(low, col_y, model.min_mw[bm])
         rows.add(low, col_n, -step)

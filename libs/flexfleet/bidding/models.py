@@ -273,10 +273,12 @@ class BiddingProblem:
 class Bid:
     """One bid: product, MTU, volume and offer price, and the bundle of vehicles behind it.
 
-    obligations_kw[i] is what vehicles[i] holds for this bid when activated (given plugged in).
-    p90_kw_backing: the bundle's P90 under the correlated portfolio model (>= the volume);
-    shortfall_probability: the model's probability that the plugged-in bundle holds less than
-    the volume over the whole MTU.
+    obligations_kw[i] is what vehicles[i] holds for this bid when activated (given plugged in)
+    in its best quarter of the MTU; in the others it holds the same share of what it can there.
+    p90_kw_backing: the bundle's P90 under the correlated portfolio model in the MTU's weakest
+    quarter (>= the volume); shortfall_probability: the model's probability that the plugged-in
+    bundle holds less than the volume in its likeliest quarter to fall short (`sampled_shortfall_rate`
+    measures falling short in any quarter).
     """
 
     product_id: str

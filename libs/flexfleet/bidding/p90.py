@@ -105,17 +105,18 @@ def shortfall_probability(p: np.ndarray, kw: np.ndarray, rho: float,
 def sampled_shortfall_rate(p_quarters: np.ndarray, kw: np.ndarray, rho: float, volume_kw: float,
                            samples: int = 2000, seed: int = 0) -> float:
     """Share of sampled MTUs in which the bundle falls short in at least one quarter: the
-    sample-based, joint-over-the-MTU check. p_quarters is (cars, quarters); each car keeps one
-    latent draw through the MTU, as the planner assumes."""
+    sample-based, joint-over-the-MTU check of per-quarter P90s. p_quarters is (cars, quarters),
+    kw (cars,) or (cars, quarters); each car keeps one latent draw through the MTU."""
     rng = np.random.default_rng(seed)
     p_quarters = np.atleast_2d(np.asarray(p_quarters, dtype=np.float64))
+    kw = np.broadcast_to(np.asarray(kw, dtype=np.float64).reshape(len(p_quarters), -1), p_quarters.shape)
     z = ndtri(np.clip(p_quarters, _P_CLIP, 1 - _P_CLIP))
     short = 0
     for chunk in np.array_split(np.arange(samples), max(1, samples // 250)):
         f = rng.standard_normal((len(chunk), 1, 1))
         e = rng.standard_normal((len(chunk), p_quarters.shape[0], 1))
         plugged = np.sqrt(rho) * f + np.sqrt(1 - rho) * e < z[None]
-        held = (plugged * kw[None, :, None]).sum(axis=1).min(axis=1)
+        held = (plugged * kw[None]).sum(axis=1).min(axis=1)
         short += int((held < volume_kw).sum())
     return short / samples
 

@@ -1,13 +1,14 @@
 """plan_bids: the day's bids per product and MTU, and the vehicles behind each.
 
 1. Check each market: zone, auction, gate closure (fixed, or per MTU), prices, MTU length.
-2. Per vehicle, market and MTU: the kW it can hold (the forecast's figure for the endurance,
-   departure, OEM cap, node of an order) and its P90 credit under the correlated model.
+2. Per vehicle, market, MTU and quarter of the MTU: the kW it can hold (the forecast's figure
+   for the endurance, departure, OEM cap, node of an order) and its P90 credit under the
+   correlated model. The TSO counts a bundle quarter by quarter, and so does the plan.
 3. Cluster the vehicles; build the cluster model; solve it with HiGHS (greedy if no solution
    in time).
 4. Disaggregate: each vehicle of a cluster gives the cluster's share of its held kW. Verify
-   every bundle's P90 with the full copula model; if one falls short, tighten that bid's
-   haircut and re-solve (a few passes), then cut what is still short to the step below.
+   every bundle's P90 in each quarter with the full copula model; if one falls short, tighten
+   that bid's haircut in that quarter and re-solve (a few passes), then cut what is still short to the step below.
 5. Price each bid at the bundle's cost (marginal) or best pay-as-bid offer; what is left out
    is reported with its reason.
 """
@@ -62,11 +63,12 @@ class _Line:
 
 @dataclass(frozen=True)
 class _Vehicles:
-    """Per vehicle (V), line (M) and MTU (T)."""
+    """Per vehicle (V), line (M), MTU (T) and quarter of the MTU (Q)."""
 
-    held: np.ndarray            # (V, M, T) kW held given plugged in
-    p: np.ndarray               # (V, M, T) probability plugged in all MTU long
-    credit: np.ndarray          # (V, M, T) P90 credit factor
+    held: np.ndarray            # (V, M, T) kW in the car's best quarter: a share s of it is its obligation
+    held_q: np.ndarray          # (V, M, T, Q) kW held given plugged in
+    p: np.ndarray               # (V, M, T, Q) probability plugged in
+    credit: np.ndarray          # (V, M, T, Q) P90 credit factor
     wear: np.ndarray            # (V, M) EUR per MW h of expected activation
     one_way: np.ndarray         # (V,) the pair cannot discharge
     power: np.ndarray           # (V, T, 2) pair kW per side
@@ -123,10 +125,30 @@ def _passes(problem: BiddingProblem, lines: list[_Line], vehicles: _Vehicles, la
         out_of_time = 2 * perf_counter() - began - started > options.time_limit_s
         if (not short and _same_offers(offers, new_offers)) or out_of_time:
             break
-        for mt, c in short.items():
-            haircut[mt] = min(haircut[mt], c.p90_kw / max(c.credit_kw, 1e-9)) * HAIRCUT_MARGIN
+        for (m, t), c in short.items():
+            low = c.p90_q_kw < allocation.volume_mw[m, t] * 1000 - 1e-6
+            haircut[m, t, low] = np.minimum(haircut[m, t, low], c.p90_q_kw[low] / np.maximum(c.credit_q_kw[low], 1e-9)) \
+                * HAIRCUT_MARGIN
         offers = new_offers
     return model, allocation, checks, pool
+
+
+def bundle_backing(problem: BiddingProblem, bid: Bid) -> tuple[np.ndarray, np.ndarray]:
+    """(p, kw), each (the bid's cars, quarters of its MTU): each car's plug-in probability and the
+    kW it backs there, its obligation's share of what it holds in that quarter, recomputed from
+    the problem as the planner saw it. For checking a plan out of sample."""
+    mtus = list(problem.prices.mtu_starts)
+    minutes = _mtu_minutes(mtus, problem.markets)
+    market = next(m for m in problem.markets if m.key == bid.market_key)
+    rho, level, _ = _confidence(problem, market)
+    line = _Line(market, bid.auction, np.ones(len(mtus), dtype=bool), np.zeros((1, len(mtus))), np.ones(1),
+                 rho, level, float(market.product.confidence_quantile.value))
+    v = _vehicle_lines(problem, [line], _availability(problem, mtus, minutes, []))
+    rows = pd.Index(problem.fleet.vehicle_ids).get_indexer(pd.Index(bid.vehicles))
+    t = mtus.index(bid.mtu_start)
+    held_q = v.held_q[rows, 0, t]
+    share = np.asarray(bid.obligations_kw) / np.maximum(v.held[rows, 0, t], 1e-12)
+    return v.p[rows, 0, t], share[:, None] * held_q
 
 
 # --- 1. markets ------------------------------------------------------------------------------------
@@ -236,20 +258,21 @@ def _vehicle_lines(problem: BiddingProblem, lines: list[_Line], view: MtuAvailab
     for ln in lines:
         mk = ln.market
         two_way = view.held_kw(mk.direction, mk.endurance_min, fleet.oem_cap_kwh)
-        kw = np.where(one_way[:, None], view.held_kw(mk.direction, mk.one_way_endurance_min, fleet.oem_cap_kwh),
-                      two_way)
+        kw = np.where(one_way[:, None, None],
+                      view.held_kw(mk.direction, mk.one_way_endurance_min, fleet.oem_cap_kwh), two_way)
         other = 1 if mk.direction == "up" else 0
         if mk.opposite_share > 0:   # a reservoir must also hold 0.2 C the other way
-            kw = np.where(one_way[:, None] | (power[:, :, other] > 0), kw, 0.0)
+            kw = np.where((one_way[:, None] | (power[:, :, other] > 0))[..., None], kw, 0.0)
         if mk.grid_node is not None:
-            kw = np.where((fleet.grid_node == mk.grid_node)[:, None], kw, 0.0)
-        kw = np.where(ln.open_mtu[None, :] & view.covered[None, :], kw, 0.0)
+            kw = np.where((fleet.grid_node == mk.grid_node)[:, None, None], kw, 0.0)
+        kw = np.where((ln.open_mtu & view.covered)[None, :, None], kw, 0.0)
         prob = view.probability(mk.direction)
         held.append(kw)
         p.append(prob)
         credit.append(credit_factor(prob, ln.rho, ln.level))
         wear.append(mk.activation_mwh_per_mw_h * 1000 * fleet.wear_eur_per_kwh)
-    return _Vehicles(np.stack(held, axis=1), np.stack(p, axis=1), np.stack(credit, axis=1),
+    held_q = np.stack(held, axis=1)
+    return _Vehicles(held_q.max(axis=3), held_q, np.stack(p, axis=1), np.stack(credit, axis=1),
                      np.stack(wear, axis=1), one_way, power)
 
 
@@ -279,7 +302,7 @@ def _cluster(problem: BiddingProblem, lines: list[_Line], v: _Vehicles, options:
     nodes = set(_constrained_nodes(problem, lines))
     keys = [(node if node in nodes else "", bool(ow), str(chem), bool(not math.isnan(cap)))
             for node, ow, chem, cap in zip(fleet.grid_node, v.one_way, fleet.chemistry, fleet.oem_cap_kwh)]
-    profile = (v.held * v.credit).reshape(len(keys), -1)
+    profile = (v.held_q * v.credit).reshape(len(keys), -1)
     return cluster_vehicles(keys, profile, profile.max(axis=1, initial=0.0) > 0, options.max_clusters, options.seed)
 
 
@@ -298,9 +321,9 @@ def _cluster_arrays(problem: BiddingProblem, lines: list[_Line], v: _Vehicles, l
     active = labels >= 0
     members = csr_matrix((np.ones(active.sum()), (labels[active], np.flatnonzero(active))), shape=(C, V))
     capacity = (members @ v.held.reshape(V, -1)).reshape(C, M, T)
-    weighted = v.held * v.credit
-    credit = (members @ weighted.reshape(V, -1)).reshape(C, M, T)
-    weight = weighted.sum(axis=2)                                                     # (V, M)
+    weighted = v.held_q * v.credit
+    credit = (members @ weighted.reshape(V, -1)).reshape((C,) + weighted.shape[1:])
+    weight = weighted.sum(axis=(2, 3))                                                # (V, M)
     wear = (members @ (v.wear * weight)) / np.maximum(members @ weight, 1e-12)
     direction = np.array([0 if ln.market.direction == "up" else 1 for ln in lines])
     opposite_m = np.array([ln.market.opposite_share for ln in lines])
@@ -338,8 +361,8 @@ def _cluster_arrays(problem: BiddingProblem, lines: list[_Line], v: _Vehicles, l
 class _Pool:
     """Per line and MTU, what every vehicle that could back the bid would support together."""
 
-    haircut: np.ndarray         # (M, T) full-model P90 over linear credit
-    p90_mw: np.ndarray          # (M, T)
+    haircut: np.ndarray         # (M, T, Q) full-model P90 over linear credit, per quarter
+    p90_mw: np.ndarray          # (M, T) in the MTU's lowest quarter
     best_mw: np.ndarray         # (M, T) the volume worth most, penalties counted (0: none)
     penalty: np.ndarray         # (M, T) expected penalty per MW h at that volume
     offers: list[list[OfferTerms]]
@@ -349,20 +372,22 @@ def _pool(lines: list[_Line], v: _Vehicles) -> _Pool:
     """Haircut, planning penalty and first offers from the whole pool. The optimiser's rows are
     linear, so it sees the penalty as a rate: the one at the volume the pool's own value curve
     peaks at, which is also the most a bid may offer (a subset of the pool peaks lower)."""
-    M, T = v.held.shape[1:]
-    pool = _Pool(np.ones((M, T)), np.zeros((M, T)), np.zeros((M, T)), np.zeros((M, T)), [])
+    M, T, Q = v.held_q.shape[1:]
+    pool = _Pool(np.ones((M, T, Q)), np.zeros((M, T)), np.zeros((M, T)), np.zeros((M, T)), [])
     for m, ln in enumerate(lines):
         row = []
         for t in range(T):
-            kw = v.held[:, m, t]
-            idx = np.flatnonzero(kw > 0)
-            linear = float(kw[idx] @ v.credit[idx, m, t])
-            wear = float((kw[idx] * v.credit[idx, m, t]) @ v.wear[idx, m] / linear) if linear > 0 else 0.0
+            kw = v.held_q[:, m, t]
+            idx = np.flatnonzero(kw.max(axis=1) > 0)
+            weighted = kw[idx] * v.credit[idx, m, t]
+            linear, weight = weighted.sum(axis=0), weighted.sum(axis=1)
+            wear = float(weight @ v.wear[idx, m] / weight.sum()) if weight.sum() > 0 else 0.0
             terms = offer_terms(ln.prices[:, t], ln.weights, wear + _penalty(ln), ln.market.pricing)
-            if linear > 0:
-                p90 = bundle_p90_kw(v.p[idx, m, t], kw[idx], ln.rho, ln.level)
-                pool.haircut[m, t], pool.p90_mw[m, t] = min(1.0, p90 / linear), p90 / 1000
-                most = round_to_step(ln.market.product, Decimal(repr(p90 / 1000)))
+            if linear.min() > 0:
+                p90 = _quarter_p90(ln, v.p[idx, m, t], kw[idx])
+                pool.haircut[m, t] = np.minimum(1.0, p90 / linear)
+                pool.p90_mw[m, t] = p90.min() / 1000
+                most = round_to_step(ln.market.product, Decimal(repr(float(pool.p90_mw[m, t]))))
                 best = _best_volume(ln, t, wear, v.p[idx, m, t], kw[idx], _candidates(ln, most))
                 if best[0] is not None:
                     pool.best_mw[m, t] = float(best[0])
@@ -371,6 +396,11 @@ def _pool(lines: list[_Line], v: _Vehicles) -> _Pool:
             row.append(terms)
         pool.offers.append(row)
     return pool
+
+
+def _quarter_p90(ln: _Line, p: np.ndarray, kw: np.ndarray) -> np.ndarray:
+    """(Q,) the bundle's P90 kW in each quarter; p and kw are (cars, Q)."""
+    return np.array([bundle_p90_kw(p[:, q], kw[:, q], ln.rho, ln.level) for q in range(kw.shape[1])])
 
 
 def _penalty(ln: _Line, shortfall: float | None = None) -> float:
@@ -414,9 +444,14 @@ class _Check:
 
     vehicles: np.ndarray        # indices
     obligations_kw: np.ndarray
-    p90_kw: float
-    credit_kw: float            # linear credit of the bundle (no haircut)
+    kw_q: np.ndarray            # (cars, Q) what each car backs in each quarter
+    p90_q_kw: np.ndarray        # (Q,)
+    credit_q_kw: np.ndarray     # (Q,) linear credit of the bundle (no haircut)
     wear: float                 # credit-weighted EUR per MW h
+
+    @property
+    def p90_kw(self) -> float:
+        return float(self.p90_q_kw.min())
 
 
 def _verify(lines: list[_Line], v: _Vehicles, labels: np.ndarray, allocation: Allocation,
@@ -427,13 +462,14 @@ def _verify(lines: list[_Line], v: _Vehicles, labels: np.ndarray, allocation: Al
     safe = np.maximum(labels, 0)
     for m, t in np.argwhere(allocation.volume_mw > 0):
         ln = lines[m]
-        kw = np.where(labels >= 0, allocation.share[safe, m, t], 0.0) * v.held[:, m, t]
-        idx = np.flatnonzero(kw >= MIN_OBLIGATION_KW)
-        x, credit = kw[idx], v.credit[idx, m, t]
-        base = (np.where(labels >= 0, planned.share[safe, m, t], 0.0) * v.held[:, m, t] * v.credit[:, m, t])
+        share = np.where(labels >= 0, allocation.share[safe, m, t], 0.0)
+        idx = np.flatnonzero(share * v.held[:, m, t] >= MIN_OBLIGATION_KW)
+        x = share[idx, None] * v.held_q[idx, m, t]
+        base = np.where(labels >= 0, planned.share[safe, m, t], 0.0) * (v.held_q[:, m, t] * v.credit[:, m, t]).sum(axis=1)
         wear = float(base @ v.wear[:, m] / base.sum()) if base.sum() > 0 else 0.0
-        checks[(int(m), int(t))] = _Check(idx, x, bundle_p90_kw(v.p[idx, m, t], x, ln.rho, ln.level),
-                                          float(x @ credit), wear)
+        checks[(int(m), int(t))] = _Check(idx, share[idx] * v.held[idx, m, t], x,
+                                          _quarter_p90(ln, v.p[idx, m, t], x),
+                                          (x * v.credit[idx, m, t]).sum(axis=0), wear)
     return checks
 
 
@@ -468,8 +504,7 @@ def _bids(problem: BiddingProblem, lines: list[_Line], v: _Vehicles, allocation:
                                    f"the bundle's P90 after verification, {c.p90_kw:.1f} kW, is below the "
                                    f"{product.min_bid_mw.value} MW minimum"))
             continue
-        volume, shortfall, terms = _best_volume(ln, t, c.wear, v.p[c.vehicles, m, t], c.obligations_kw,
-                                                _candidates(ln, most))
+        volume, shortfall, terms = _best_volume(ln, t, c.wear, v.p[c.vehicles, m, t], c.kw_q, _candidates(ln, most))
         if volume is None:
             dropped.append(Dropped(product.id, ln.market.key, mtus[t],
                                    "the expected penalty of falling short outweighs the revenue at every volume"))
@@ -510,11 +545,14 @@ def _best_volume(ln: _Line, t: int, wear: float, p: np.ndarray, kw: np.ndarray, 
                  ) -> tuple[Decimal | None, float, OfferTerms]:
     """The volume with the highest expected value: below its P90 a bundle falls short less
     often, which pays when the penalty is dear. Each volume is offered at its own cost (wear
-    plus expected penalty), rounded up to the cent."""
+    plus expected penalty), rounded up to the cent. p and kw are (cars, Q); the shortfall
+    counted is the likeliest quarter's (a lower bound of falling short in any quarter)."""
     best: tuple[Decimal | None, float, OfferTerms] = (None, 0.0, OfferTerms(0.0, 0.0, 0.0))
     if not volumes:
         return best
-    shortfalls = np.atleast_1d(shortfall_probability(p, kw, ln.rho, np.array([float(x) * 1000 for x in volumes])))
+    volumes_kw = np.array([float(x) * 1000 for x in volumes])
+    shortfalls = np.max([np.atleast_1d(shortfall_probability(p[:, q], kw[:, q], ln.rho, volumes_kw))
+                         for q in range(kw.shape[1])], axis=0)
     best_value = 0.0
     for volume, shortfall in zip(volumes, shortfalls):
         cost = wear + _penalty(ln, float(shortfall))

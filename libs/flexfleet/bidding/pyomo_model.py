@@ -60,10 +60,12 @@ def formulate(model: ClusterModel) -> pyo.ConcreteModel:
         if terms:
             p.oem.add(sum(float(model.oem[i]) * p.share[i] for i in terms) <= 1)
 
-    @p.Constraint(p.B)
-    def p90(p, m, t):
+    p.Q = pyo.RangeSet(0, model.credit_kw.shape[3] - 1)
+
+    @p.Constraint(p.B, p.Q)
+    def p90(p, m, t, q):     # in every quarter of the MTU
         credit = [i for i in p.S if i[1] == m and i[2] == t]
-        return volume(m, t) <= sum(float(model.haircut[m, t] * model.credit_kw[i] / 1000) * p.share[i]
+        return volume(m, t) <= sum(float(model.haircut[m, t, q] * model.credit_kw[i + (q,)] / 1000) * p.share[i]
                                    for i in credit)
 
     @p.Constraint(p.B)
