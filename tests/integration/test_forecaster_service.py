@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from kafka import KafkaConsumer
+from kafka_support import read_topic
 from typer.testing import CliRunner
 
 from flexfleet.domain import DomainError
@@ -47,18 +47,6 @@ def validate(message: bytes) -> dict:
     jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(doc)
     return doc
 
-
-def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 20) -> list:
-    """Everything on the topic, waiting until `expect` records arrived (and 2 s more for extras)."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False)
-    out, deadline = [], time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out.extend(r for part in consumer.poll(timeout_ms=500).values() for r in part)
-        if len(out) >= expect:
-            deadline = min(deadline, time.monotonic() + 2)
-    consumer.close()
-    return out
 
 
 def import_sessions(db_url: str, sessions: pd.DataFrame, path: Path) -> int:

@@ -156,6 +156,42 @@ class Endurance(_Strict):
     ler_threshold_hours: Decimal | None = None  # below this full-activation time: LER rules
 
 
+class ResponseRequirement(_Strict):
+    """How fast and how fully an activation must be answered, as delivery verification checks it.
+
+    checkpoints: (seconds after the activation starts, least share of the required response by
+    then), e.g. FCR-D ((7.5, 0.86)). energy_within_s / min_energy_s: the response energy over
+    the first energy_within_s seconds must reach min_energy_s seconds of the required response
+    (FCR-D: 3.2 s within 7.5 s), in the TSO's test whose frequency ramps at test_ramp_hz_per_s
+    (FCR-D: 0.24 Hz/s). steady_state_under / _over: the sustained response may fall short of the
+    requirement by at most `under` and exceed it by at most `over` (shares).
+    """
+
+    checkpoints: tuple[tuple[Decimal, Decimal], ...] = Field(min_length=1)
+    energy_within_s: Decimal | None = None
+    min_energy_s: Decimal | None = None
+    test_ramp_hz_per_s: Decimal | None = None
+    steady_state_under: Decimal
+    steady_state_over: Decimal
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResponseRequirement:
+        seconds = [s for s, _ in self.checkpoints]
+        if any(s <= 0 for s in seconds) or seconds != sorted(set(seconds)):
+            raise ValueError("checkpoints: seconds must be positive and increasing")
+        if any(not 0 < share <= 1 for _, share in self.checkpoints):
+            raise ValueError("checkpoints: shares must be in (0, 1]")
+        if (self.energy_within_s is None) != (self.min_energy_s is None):
+            raise ValueError("energy_within_s and min_energy_s go together")
+        if self.energy_within_s is not None and not 0 < self.min_energy_s <= self.energy_within_s:
+            raise ValueError("min_energy_s must be in (0, energy_within_s]")
+        if self.test_ramp_hz_per_s is not None and self.test_ramp_hz_per_s <= 0:
+            raise ValueError("test_ramp_hz_per_s must be positive")
+        if not 0 <= self.steady_state_under < 1 or self.steady_state_over < 0:
+            raise ValueError("steady_state_under must be in [0, 1) and steady_state_over >= 0")
+        return self
+
+
 class Pricing(_Strict):
     capacity: Literal["marginal", "pay_as_bid"] | None
     energy: Literal["marginal", "pay_as_bid", "imbalance_price"] | None
@@ -182,6 +218,8 @@ class Product(_Strict):
     indivisible: Sourced[bool]
     penalties: Sourced[str]
     confidence_quantile: Sourced[Decimal]
+    # The TSO's time-domain response requirement, where delivery verification needs one.
+    response: Sourced[ResponseRequirement] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Product:
