@@ -9,6 +9,8 @@ import typer
 from services.bidder.cli import app as bid_app
 from services.bidder.cli import markets_app
 from services.demo import DemoOptions, run_demo
+from services.dispatcher.cli_bl import app as dispatch_app
+from services.dispatcher.cli_deliveries import verify as dispatch_verify
 from services.forecaster.cli import app as forecast_app
 from services.ingest.cli import ingest
 from services.runtime.cli import app as runtime_app
@@ -25,6 +27,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(forecast_app)
 app.add_typer(bid_app)
 app.add_typer(markets_app)
+dispatch_app.command("verify")(dispatch_verify)
+app.add_typer(dispatch_app)
 
 
 @app.command()
