@@ -16,6 +16,7 @@ from services.ingest.cli import ingest
 from services.runtime.cli import app as runtime_app
 from services.sessions_cli import app as import_app
 from services.simulator.cli import simulate_command
+from services.ven_agent.cli import app as ven_app
 
 app = typer.Typer(
     help="flexfleet: pool EVs (V1G and V2G) into a virtual power plant.",
@@ -29,6 +30,7 @@ app.add_typer(bid_app)
 app.add_typer(markets_app)
 dispatch_app.command("verify")(dispatch_verify)
 app.add_typer(dispatch_app)
+app.add_typer(ven_app)
 
 
 @app.command()
