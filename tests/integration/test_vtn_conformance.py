@@ -26,14 +26,11 @@ test_vtn_security.py covers them.
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -42,11 +39,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from vtn_support import BL, SECRET, VENS, register_all, serve
+from vtn_support import BL, post_id, running_vtn
 
-from services.dispatcher.vtn import BASE_PATH, create_app
-from services.dispatcher.vtn.notifier import Delivery
-from services.runtime.config import with_database
+from services.dispatcher.vtn import BASE_PATH
 
 pytestmark = pytest.mark.integration
 
@@ -61,17 +56,6 @@ shallow_operations = schema.exclude(operation_id=DEEP)
 deep_operations = schema.include(operation_id=DEEP)
 
 
-def _token(base: str, client_id: str, secret: str) -> dict[str, str]:
-    response = requests.post(f"{base}{BASE_PATH}/auth/token", timeout=10, data={
-        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def _post(vtn: dict, path: str, body: dict, headers: dict[str, str] | None = None) -> str:
-    response = requests.post(f"{vtn['base_url']}{path}", json=body, headers=headers or vtn["bl"], timeout=10)
-    response.raise_for_status()
-    return response.json()["id"]
 
 
 def _fresh(vtn: dict, kind: str) -> str:
@@ -88,16 +72,16 @@ def _fresh(vtn: dict, kind: str) -> str:
                                               "objectOperations": []}),
     }
     path, body = bodies[kind]
-    return _post(vtn, path, body, vtn["ven"] if kind == "reportID" else None)
+    return post_id(vtn, path, body, vtn["ven"] if kind == "reportID" else None)
 
 
 def _seed(vtn: dict) -> dict[str, str]:
     """One object of each kind; their ids by the names the spec gives them."""
     ids = vtn["ids"]
-    ids["programID"] = _post(vtn, "/programs", {"programName": "seed-program"})
-    ids["eventID"] = _post(vtn, "/events", {"programID": ids["programID"], "intervals": [{"id": 0, "payloads": [
+    ids["programID"] = post_id(vtn, "/programs", {"programName": "seed-program"})
+    ids["eventID"] = post_id(vtn, "/events", {"programID": ids["programID"], "intervals": [{"id": 0, "payloads": [
         {"type": "PRICE", "values": [0.17]}]}]})
-    ids["venID"] = _post(vtn, "/vens", {"venName": "ven-a"})
+    ids["venID"] = post_id(vtn, "/vens", {"venName": "ven-a"})
     for kind in ("resourceID", "reportID", "subscriptionID"):
         ids[kind] = _fresh(vtn, kind)
     return ids
@@ -106,22 +90,9 @@ def _seed(vtn: dict) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def live_vtn(pg_server, _template) -> Iterator[dict]:
     """A VTN on a database of this module's own: its base URL, tokens and seeded ids."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-    url = with_database(pg_server.url, name)
-    register_all(url)
-    # Generated subscriptions name callbacks anywhere: the VTN may only call back this machine.
-    app = create_app(url, secret=SECRET, delivery=Delivery(attempts=2, backoff_s=0.05, timeout_s=2,
-                                                           allowed_hosts=frozenset({"127.0.0.1", "localhost"})))
-    with serve(app) as base:
-        vtn = {"base_url": f"{base}{BASE_PATH}", "bl": _token(base, *BL), "ven": _token(base, *VENS["ven-a"]),
-               "ids": {}, "random": random.Random(7)}
-        _seed(vtn)
-        yield vtn
-        app.state.notifier.drain()
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with running_vtn(pg_server.url, _template, BASE_PATH) as served:
+        _seed(served)
+        yield served
 
 
 def _aim_at_seeded(case, vtn: dict) -> None:

@@ -4,19 +4,24 @@ their tokens, a real uvicorn server on a free port, and a webhook receiver."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
+import requests
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.dispatcher.vtn import BASE_PATH, register_client
+from services.dispatcher.vtn import BASE_PATH, create_app, register_client
+from services.dispatcher.vtn.notifier import Delivery
+from services.runtime.config import with_database
 
 SECRET = "test-signing-secret-of-at-least-32-bytes!"
 BL = ("bl-client", "bl-secret-123")
@@ -30,8 +35,9 @@ def register_all(db_url: str) -> None:
             register_client(conn, client_id, secret, "VEN", ven_name)
 
 
-def token(client: TestClient, client_id: str, secret: str, **extra: str) -> str:
-    response = client.post(f"{BASE_PATH}/auth/token", data={"grant_type": "client_credentials",
+def token(client: TestClient, client_id: str, secret: str, base_path: str = BASE_PATH, **extra: str) -> str:
+    """An access token from the token endpoint under base_path (one token serves both versions)."""
+    response = client.post(f"{base_path}/auth/token", data={"grant_type": "client_credentials",
                                                             "client_id": client_id, "client_secret": secret, **extra})
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
@@ -112,3 +118,39 @@ class Webhook:
         with self._cond:
             self._cond.wait_for(lambda: len(self.received) >= count, timeout=timeout_s)
             return list(self.received)
+
+
+@contextmanager
+def running_vtn(admin_url: str, template: str, base_path: str) -> Iterator[dict]:
+    """A VTN served by uvicorn on a database of its own (from the migrated template), for the
+    conformance runs: its base URL under `base_path`, BL and VEN-a bearer headers, and room for
+    seeded ids. Generated subscriptions name callbacks anywhere: the VTN may only call back here."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = with_database(admin_url, name)
+    register_all(url)
+    app = create_app(url, secret=SECRET, delivery=Delivery(attempts=2, backoff_s=0.05, timeout_s=2,
+                                                           allowed_hosts=frozenset({"127.0.0.1", "localhost"})))
+    try:
+        with serve(app) as base:
+            yield {"base_url": f"{base}{base_path}", "bl": _bearer_for(base, base_path, *BL),
+                   "ven": _bearer_for(base, base_path, *VENS["ven-a"]), "ids": {}, "random": random.Random(7)}
+            app.state.notifier.drain()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _bearer_for(base: str, base_path: str, client_id: str, secret: str) -> dict[str, str]:
+    response = requests.post(f"{base}{base_path}/auth/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
+    response.raise_for_status()
+    return bearer(response.json()["access_token"])
+
+
+def post_id(vtn: dict, path: str, body: dict, headers: dict[str, str] | None = None) -> str:
+    """POST to a live VTN as the BL (or `headers`): the new object's id."""
+    response = requests.post(f"{vtn['base_url']}{path}", json=body, headers=headers or vtn["bl"], timeout=10)
+    response.raise_for_status()
+    return response.json()["id"]

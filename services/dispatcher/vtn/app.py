@@ -1,5 +1,6 @@
-"""The OpenADR 3.0.1 VTN over HTTP: `create_app(database_url)` serves the official API
-(shared/specs/openadr3/3.0.1/openadr3.yaml) under /openadr3/3.0.1, with its state in PostgreSQL.
+"""The OpenADR 3 VTN over HTTP: `create_app(database_url)` serves the official 3.0.1 API
+(shared/specs/openadr3/3.0.1/openadr3.yaml) under /openadr3/3.0.1 and the 3.1.0 one
+(shared/specs/openadr3/3.1.0/openadr3.yaml) under /openadr3/3.1.0, on one store in PostgreSQL.
 
 Who may do what (the spec leaves it to the implementation):
 - the business logic (BL) reads everything and writes programs, events, subscriptions, vens
@@ -12,40 +13,36 @@ Who may do what (the spec leaves it to the implementation):
 No token, or an expired or forged one: 401. A valid token lacking the scope, or reaching for
 another VEN's object: 403. Bad input: 400 with the member at fault in `detail` (and `field`).
 Every error is the spec's problem object.
+
+Each operation is one function, mounted once per version (`Api`): the versions differ in their
+models, their target filters and a VEN's read rules for targeted objects (3.0.1: its name and
+the targets on its ven and resources; 3.1.0: the targets granted to it that it asks for), and
+the shape objects are shown in (services/dispatcher/vtn/README.md, "3.1.0").
 """
 
 
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flexfleet.domain.errors import DomainError
-from flexfleet.openadr.models301 import (
-    OBJECT_ID_PATTERN,
-    AuthError,
-    ClientCredentialResponse,
-    Event,
-    ObjectType,
-    Problem,
-    Program,
-    Report,
-    Resource,
-    Subscription,
-    Ven,
-    storable,
-)
-from flexfleet.openadr.notifications import Change
+from flexfleet.openadr import models301, models310
+from flexfleet.openadr.models301 import OBJECT_ID_PATTERN, AuthError, ClientCredentialResponse, ObjectType, Problem
+from flexfleet.openadr.models310 import V301, V310, hide_targets
 from flexfleet.openadr.paging import page
 from flexfleet.openadr.targets import TargetFilter, reaches, target_filter, target_keys
 from flexfleet.openadr.tokens import (
@@ -59,7 +56,7 @@ from flexfleet.openadr.tokens import (
 )
 from services.dispatcher.vtn import store
 from services.dispatcher.vtn.auth import Forbidden, TokenPolicy, Unauthorized, principal_of, require, token_endpoint
-from services.dispatcher.vtn.notifier import Delivery, Notifier
+from services.dispatcher.vtn.notifier import Delivery, Notifier, Published
 from services.dispatcher.vtn.store import (
     EVENTS,
     PROGRAMS,
@@ -71,6 +68,7 @@ from services.dispatcher.vtn.store import (
     Conflict,
     Kind,
     NotFound,
+    Stored,
     Where,
 )
 from services.openapi import openapi_without_422
@@ -78,21 +76,31 @@ from services.openapi import openapi_without_422
 log = logging.getLogger(__name__)
 
 BASE_PATH = "/openadr3/3.0.1"
+BASE_PATH_310 = "/openadr3/3.1.0"
 SECRET_ENV = "FLEXFLEET_VTN_SECRET"
 PROBLEM_TYPES = {400: "urn:flexfleet:problem:invalid-input", 401: "urn:flexfleet:problem:unauthenticated",
                  403: "urn:flexfleet:problem:forbidden", 404: "urn:flexfleet:problem:not-found",
                  409: "urn:flexfleet:problem:conflict", 500: "urn:flexfleet:problem:internal-error",
-                 503: "urn:flexfleet:problem:database-unavailable"}
+                 501: "urn:flexfleet:problem:not-implemented", 503: "urn:flexfleet:problem:database-unavailable"}
+# The discriminator values of 3.1.0's request unions: pydantic puts them in an error's location.
+UNION_TAGS = frozenset({"BL_VEN_REQUEST", "VEN_VEN_REQUEST", "BL_RESOURCE_REQUEST", "VEN_RESOURCE_REQUEST",
+                        "EVENT_PAYLOAD_DESCRIPTOR", "REPORT_PAYLOAD_DESCRIPTOR"})
 
+OBJECT_ID = re.compile(r"[a-zA-Z0-9_-]{1,128}")     # the spec's objectID, for paths checked by hand
 ID = Annotated[str, Path(pattern=OBJECT_ID_PATTERN, min_length=1, max_length=128)]
 QueryID = Annotated[str | None, Query(pattern=OBJECT_ID_PATTERN, min_length=1, max_length=128)]
 Skip = Annotated[int | None, Query(description="Records to skip.")]
 Limit = Annotated[int | None, Query(description="Records to return, at most 50 (the default).")]
 TargetType = Annotated[str | None, Query(description="Targeting type, e.g. GROUP or VEN_NAME.")]
 TargetValues = Annotated[list[str] | None, Query(description="Target values, any of which matches.")]
+Targets = Annotated[list[str] | None, Query(description="Targets, all of which an object must have.")]
 
 
 # -- errors -------------------------------------------------------------------------------------
+class NotImplementedFeature(Exception):
+    """A part of the spec this VTN does not provide: 501."""
+
+
 def problem(request: Request, status: int, reason: str, field: str | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
     """The spec's problem object, sent as application/json as the spec declares it."""
@@ -110,6 +118,7 @@ def _instance(request: Request) -> str:
 def _location(loc: tuple) -> str:
     """("body", "intervals", 0, "id") -> "intervals.0.id"; ("query", "limit") -> "limit"."""
     parts = loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc
+    parts = tuple(p for p in parts if p not in UNION_TAGS)
     return ".".join(str(p) for p in parts) or (str(loc[0]) if loc else "body")
 
 
@@ -127,12 +136,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     on(NotFound, 404, lambda e: (None, str(e)))
     on(Unauthorized, 401, lambda e: (None, str(e)), {"WWW-Authenticate": "Bearer"})
     on(Forbidden, 403, lambda e: (e.field, str(e)))
+    on(NotImplementedFeature, 501, lambda e: (None, str(e)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        field = "body" if first.get("type") == "json_invalid" else _location(tuple(first.get("loc", ())))
+        loc = tuple(first.get("loc", ()))
+        if first.get("type") in ("union_tag_not_found", "union_tag_invalid"):   # names the discriminator
+            loc = (*loc, str(first.get("ctx", {}).get("discriminator", "")).strip("'"))
+        field = "body" if first.get("type") == "json_invalid" else _location(loc)
         return problem(request, 400, str(first.get("msg", "invalid request")), field)
 
     @app.exception_handler(StarletteHTTPException)
@@ -155,44 +168,154 @@ def _text(name: str, value: str | None) -> str | None:
     """A query string that can reach the database."""
     if value is not None:
         try:
-            storable(value)
+            models301.storable(value)
         except ValueError as exc:
             raise DomainError(name, str(exc)) from None
     return value
-
-
-def _filter(target_type: str | None, target_values: list[str] | None) -> TargetFilter | None:
-    _text("targetType", target_type)
-    for v in target_values or ():
-        _text("targetValues", v)
-    return target_filter(target_type, target_values)
-
-
-def _targeted(where: Where, flt: TargetFilter | None) -> Where:
-    if flt is not None and flt.values:
-        where.add("target_keys && %s::text[]", flt.keys)
-    elif flt is not None:
-        where.add("%s = ANY(target_types)", flt.type)
-    return where
 
 
 def _respond(body: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def _doc(model: type, status: int = 200, list_of: bool = False) -> dict[str, Any]:
+def _doc(model: Any, status: int = 200, list_of: bool = False) -> dict[int | str, Any]:
     """OpenAPI responses of an operation: its object (or a list of them) and the problems."""
     problems = {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in (400, 401, 403, 404, 409, 500)}
     return {status: {"model": list[model] if list_of else model, "description": HTTPStatus(status).phrase},
             **problems}
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document of the routes, with the problem (400) where it would say 422. The
-    official document is shared/specs/openadr3/3.0.1/openadr3.yaml; this one is for /docs."""
-    if app.openapi_schema is None:
-        app.openapi_schema = openapi_without_422(app)
-    return app.openapi_schema
+# -- targets of a search, and who sees what of a targeted object ----------------------------------------
+@dataclass(frozen=True)
+class Filter301:
+    """3.0.1's targetType/targetValues; a VEN sees what its identity reaches, targets and all."""
+
+    flt: TargetFilter | None = None
+
+    def filtered(self, where: Where) -> Where:
+        if self.flt is not None and self.flt.values:
+            where.add("target_keys && %s::text[]", self.flt.keys)
+        elif self.flt is not None:
+            where.add("%s = ANY(target_types)", self.flt.type)
+        return where
+
+    def reachable(self, conn: psycopg.Connection, who: Principal, where: Where) -> tuple[Where, frozenset | None]:
+        """Programs and events: a VEN's searches keep what is targeted at it or at no one."""
+        self.filtered(where)
+        if who.is_ven:
+            where.add("(cardinality(target_keys) = 0 OR target_keys && %s::text[])",
+                      sorted(store.identity(conn, who.ven_name)))
+        return where, None
+
+
+@dataclass(frozen=True)
+class Filter310:
+    """3.1.0's targets: an object must have all of them. A VEN reads a targeted program or event
+    only by asking for targets granted to it (read_targets): of those it asked for, the granted
+    ones must all be on the object, and are the only targets it is shown."""
+
+    targets: tuple[str, ...] = ()
+
+    def filtered(self, where: Where) -> Where:
+        return where.add("target_values @> %s::text[]", list(self.targets)) if self.targets else where
+
+    def reachable(self, conn: psycopg.Connection, who: Principal, where: Where) -> tuple[Where, frozenset | None]:
+        if not who.is_ven:
+            return self.filtered(where), None
+        if not self.targets:
+            return where.add("cardinality(target_keys) = 0"), frozenset()
+        asked = store.granted(conn, who.ven_name) & set(self.targets)
+        if not asked:
+            return where.add("FALSE"), frozenset()
+        return where.add("target_values @> %s::text[]", sorted(asked)), frozenset(asked)
+
+
+def filter_301(targetType: TargetType = None, targetValues: TargetValues = None) -> Filter301:
+    _text("targetType", targetType)
+    for value in targetValues or ():
+        _text("targetValues", value)
+    return Filter301(target_filter(targetType, targetValues))
+
+
+def filter_310(targets: Targets = None) -> Filter310:
+    for value in targets or ():
+        _text("targets", value)
+        if not 1 <= len(value) <= 128:
+            raise DomainError("targets", "each target has 1 to 128 characters")
+    return Filter310(tuple(dict.fromkeys(targets or ())))
+
+
+def no_filter() -> Filter310:
+    """3.1.0 took the target filter off subscription searches."""
+    return Filter310()
+
+
+def no_active() -> bool | None:
+    return None
+
+
+def active_310(active: Annotated[bool | None, Query(description="Only events that have not transpired.")] = None
+               ) -> bool | None:
+    return active
+
+
+def ven_in_path(venID: ID) -> str:
+    return venID
+
+
+def ven_in_query(venID: QueryID = None) -> str | None:
+    return venID
+
+
+def ven_in_body() -> None:
+    """3.1.0: a resource names its ven in its body."""
+
+
+@dataclass(frozen=True)
+class Api:
+    """One version of the API on the shared store: its models and what its operations take.
+    The models are the request bodies' (for 3.1.0 a ven or resource is a union of two forms)."""
+
+    version: str
+    base_path: str
+    program: Any
+    event: Any
+    report: Any
+    subscription: Any
+    ven: Any
+    resource: Any
+    shown: dict[str, Any]                       # object type -> the model of what is sent (/docs)
+    targets: Callable[..., Any]                 # target filter of program, event, ven, resource searches
+    subscription_targets: Callable[..., Any]    # target filter of subscription searches
+    active: Callable[..., bool | None]          # the events search's `active` (3.1.0)
+    resources_path: str
+    resources_ven: Callable[..., str | None]    # the venID a resource search is scoped to
+    resource_ven: Callable[..., str | None]     # the venID a resource operation is scoped to
+
+
+API_301 = Api(
+    V301, BASE_PATH, program=models301.Program, event=models301.Event, report=models301.Report,
+    subscription=models301.Subscription, ven=models301.Ven, resource=models301.Resource,
+    shown={"PROGRAM": models301.Program, "EVENT": models301.Event, "REPORT": models301.Report,
+           "SUBSCRIPTION": models301.Subscription, "VEN": models301.Ven, "RESOURCE": models301.Resource},
+    targets=filter_301, subscription_targets=filter_301, active=no_active,
+    resources_path="/vens/{venID}/resources", resources_ven=ven_in_path, resource_ven=ven_in_path)
+API_310 = Api(
+    V310, BASE_PATH_310, program=models310.ProgramRequest, event=models310.EventRequest,
+    report=models310.ReportRequest, subscription=models310.SubscriptionRequest, ven=models310.VenRequest,
+    resource=models310.ResourceRequest,
+    shown={"PROGRAM": models310.Program, "EVENT": models310.Event, "REPORT": models310.Report,
+           "SUBSCRIPTION": models310.Subscription, "VEN": models310.Ven, "RESOURCE": models310.Resource},
+    targets=filter_310, subscription_targets=no_filter, active=active_310,
+    resources_path="/resources", resources_ven=ven_in_query, resource_ven=ven_in_body)
+
+
+def _openapi(router: APIRouter, api: Api, description: str) -> dict[str, Any]:
+    """FastAPI's document of one version's routes, with the problem (400) where it would say
+    422. The official documents are shared/specs/openadr3/*/openadr3.yaml; these are for /docs."""
+    documented = FastAPI(title=f"flexfleet OpenADR {api.version} VTN", version=api.version, description=description)
+    documented.include_router(router)
+    return openapi_without_422(documented)
 
 
 # -- the application ----------------------------------------------------------------------------
@@ -211,13 +334,20 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
         yield
         notifier.close()
 
-    app = FastAPI(title="flexfleet OpenADR 3.0.1 VTN", version="3.0.1", lifespan=lifespan,
+    app = FastAPI(title="flexfleet OpenADR 3 VTN", version="3.0.1", lifespan=lifespan,
                   description=__doc__.split("\n\n", 1)[0], docs_url=f"{BASE_PATH}/docs",
                   openapi_url=f"{BASE_PATH}/openapi.json")
     app.state.notifier = notifier
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    documents: dict[str, dict[str, Any]] = {}
+    routers: dict[str, APIRouter] = {}
+
+    def document(api: Api) -> dict[str, Any]:
+        if api.version not in documents:
+            documents[api.version] = _openapi(routers[api.version], api, app.description)
+        return documents[api.version]
+
+    app.openapi = lambda: document(API_301)  # type: ignore[method-assign]
     _install_error_handlers(app)
-    router = APIRouter(prefix=BASE_PATH)
 
     def connect() -> psycopg.Connection:
         return psycopg.connect(database_url, autocommit=True, connect_timeout=5)
@@ -227,31 +357,38 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
             return require(principal_of(request, policy), scope)
         return caller
 
+    # 3.1.0's read_targets and read_ven_objects are granted as read_all (auth.READ_ALIASES).
     Reader = Annotated[Principal, Depends(scoped(READ_ALL))]
 
-    def publish(object_type: str, operation: str, body: dict, owner_ven: str | None = None) -> None:
-        notifier.publish(Change(object_type, operation, body), owner_ven)
+    def publish(kind: Kind, operation: str, stored: Stored) -> None:
+        notifier.publish(Published(kind, operation, stored))  # type: ignore[arg-type]
 
-    # -- visibility ---------------------------------------------------------------------------
-    def reachable(conn: psycopg.Connection, who: Principal, where: Where) -> Where:
-        """Programs and events: a VEN's searches keep what is targeted at it or at no one."""
-        if who.is_ven:
-            where.add("(cardinality(target_keys) = 0 OR target_keys && %s::text[])",
-                      sorted(store.identity(conn, who.ven_name)))
-        return where
-
-    def check_reaches(conn: psycopg.Connection, who: Principal, stored: store.Stored, kind: Kind) -> None:
-        if who.is_ven and not reaches(stored.target_keys, store.identity(conn, who.ven_name)):
+    # -- who sees what --------------------------------------------------------------------------
+    def visible(conn: psycopg.Connection, who: Principal, stored: Stored, kind: Kind, version: str
+                ) -> frozenset | None:
+        """A VEN's read of a program or event by id: the targets it may be shown (None: all),
+        or Forbidden. 3.1.0's by-id reads take no targets, so the granted ones stand for them."""
+        if not who.is_ven:
+            return None
+        if version == V301:
+            if not reaches(stored.target_keys, store.identity(conn, who.ven_name)):
+                raise Forbidden(f"this {kind.object_type.lower()} is not targeted at VEN {who.ven_name}")
+            return None
+        if not stored.targeted:
+            return frozenset()
+        shown = store.granted(conn, who.ven_name) & set(stored.target_values)
+        if not shown:
             raise Forbidden(f"this {kind.object_type.lower()} is not targeted at VEN {who.ven_name}")
+        return frozenset(shown)
 
-    def check_owner(who: Principal, stored: store.Stored, kind: Kind) -> None:
+    def check_owner(who: Principal, stored: Stored, kind: Kind) -> None:
         if who.is_ven and stored.owner_ven != who.ven_name:
             raise Forbidden(f"this {kind.object_type.lower()} belongs to another client")
 
-    def own_ven(conn: psycopg.Connection, who: Principal, ven_id: str) -> dict:
+    def own_ven(conn: psycopg.Connection, who: Principal, ven_id: str) -> Stored:
         """The ven at ven_id, which a VEN may only reach when it is its own."""
-        ven = store.get(conn, VENS, ven_id)
-        if who.is_ven and ven["venName"] != who.ven_name:
+        ven = store.fetch(conn, VENS, ven_id)
+        if who.is_ven and ven.body["venName"] != who.ven_name:
             raise Forbidden(f"ven {ven_id} is not VEN {who.ven_name}")
         return ven
 
@@ -259,315 +396,466 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
         if who.is_ven and target_keys(new) != target_keys(old):
             raise Forbidden("a VEN cannot set its own targets; the business logic does", "targets")
 
-    # -- token ----------------------------------------------------------------------------------
-    @router.post("/auth/token", tags=["Auth"], summary="fetch a token", response_model=ClientCredentialResponse,
-                 responses={400: {"model": AuthError, "description": "RFC 6749 5.2 error"},
-                            401: {"model": AuthError, "description": "invalid_client with HTTP Basic"}})
-    async def fetch_token(request: Request) -> JSONResponse:
-        """OAuth2 client credentials (form body or HTTP Basic); RFC 6749 errors."""
-        return await token_endpoint(request, database_url, policy)
+    def registered(conn: psycopg.Connection, client_id: str, ven_name: str) -> None:
+        """A 3.1.0 ven or resource names its VEN's client: one registered for that venName."""
+        client = store.load_client(conn, client_id)
+        if client is None or client.role != "VEN" or client.ven_name != ven_name:
+            raise DomainError("clientID", f"no VEN client {client_id!r} is registered for venName {ven_name!r}")
 
-    # -- programs -------------------------------------------------------------------------------
-    @router.get("/programs", tags=["programs"], responses=_doc(Program, list_of=True))
-    def search_programs(who: Reader, targetType: TargetType = None, targetValues: TargetValues = None,
-                        skip: Skip = None, limit: Limit = None) -> JSONResponse:
-        flt, pg = _filter(targetType, targetValues), page(skip, limit)
-        with connect() as conn:
-            return _respond(store.search(conn, PROGRAMS, reachable(conn, who, _targeted(Where(), flt)), pg))
+    def mount(api: Api) -> None:
+        router = routers[api.version] = APIRouter(prefix=api.base_path)
+        version, shown = api.version, api.shown
 
-    @router.post("/programs", tags=["programs"], status_code=201, responses=_doc(Program, 201))
-    def create_program(body: Program, who: Annotated[Principal, Depends(scoped(WRITE_PROGRAMS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.insert(conn, PROGRAMS, body.body())
-        publish("PROGRAM", "POST", stored)
-        return _respond(stored, 201)
+        def out(kind: Kind, stored: Stored, targets: frozenset | None = None) -> dict:
+            body = store.view(kind, stored, version)
+            return body if targets is None else hide_targets(body, targets)
 
-    @router.get("/programs/{programID}", tags=["programs"], responses=_doc(Program))
-    def get_program(programID: ID, who: Reader) -> JSONResponse:
-        with connect() as conn:
-            stored = store.fetch(conn, PROGRAMS, programID)
-            check_reaches(conn, who, stored, PROGRAMS)
-        return _respond(stored.body)
+        def outs(kind: Kind, rows: list[Stored], targets: frozenset | None = None) -> JSONResponse:
+            return _respond([out(kind, r, targets) for r in rows])
 
-    @router.put("/programs/{programID}", tags=["programs"], responses=_doc(Program))
-    def update_program(programID: ID, body: Program,
-                       who: Annotated[Principal, Depends(scoped(WRITE_PROGRAMS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.replace(conn, PROGRAMS, programID, body.body())
-        publish("PROGRAM", "PUT", stored)
-        return _respond(stored)
+        Filter = Annotated[Any, Depends(api.targets)]
 
-    @router.delete("/programs/{programID}", tags=["programs"], responses=_doc(Program))
-    def delete_program(programID: ID, who: Annotated[Principal, Depends(scoped(WRITE_PROGRAMS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.delete(conn, PROGRAMS, programID)
-        publish("PROGRAM", "DELETE", stored)
-        return _respond(stored)
+        # -- token ------------------------------------------------------------------------------
+        @router.post("/auth/token", tags=["Auth"], summary="fetch a token", response_model=ClientCredentialResponse,
+                     responses={400: {"model": AuthError, "description": "RFC 6749 5.2 error"},
+                                401: {"model": AuthError, "description": "invalid_client with HTTP Basic"}})
+        async def fetch_token(request: Request) -> JSONResponse:
+            """OAuth2 client credentials (form body or HTTP Basic); RFC 6749 errors."""
+            return await token_endpoint(request, database_url, policy)
 
-    # -- events ---------------------------------------------------------------------------------
-    @router.get("/events", tags=["events"], responses=_doc(Event, list_of=True))
-    def search_events(who: Reader, programID: QueryID = None, targetType: TargetType = None,
-                      targetValues: TargetValues = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
-        flt, pg = _filter(targetType, targetValues), page(skip, limit)
-        where = _targeted(Where(), flt)
-        if programID is not None:
-            where.add("program_id = %s", programID)
-        with connect() as conn:
-            return _respond(store.search(conn, EVENTS, reachable(conn, who, where), pg))
+        # -- programs ---------------------------------------------------------------------------
+        @router.get("/programs", tags=["programs"], responses=_doc(shown["PROGRAM"], list_of=True))
+        def search_programs(who: Reader, sel: Filter, skip: Skip = None, limit: Limit = None) -> JSONResponse:
+            pg = page(skip, limit)
+            with connect() as conn:
+                where, targets = sel.reachable(conn, who, Where())
+                return outs(PROGRAMS, store.search(conn, PROGRAMS, where, pg), targets)
 
-    @router.post("/events", tags=["events"], status_code=201, responses=_doc(Event, 201))
-    def create_event(body: Event, who: Annotated[Principal, Depends(scoped(WRITE_EVENTS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.insert(conn, EVENTS, body.body())
-        publish("EVENT", "POST", stored)
-        return _respond(stored, 201)
+        @router.post("/programs", tags=["programs"], status_code=201, responses=_doc(shown["PROGRAM"], 201))
+        def create_program(body: Annotated[api.program, Body()],
+                           who: Annotated[Principal, Depends(scoped(WRITE_PROGRAMS))]) -> JSONResponse:
+            with connect() as conn:
+                created = store.insert(conn, PROGRAMS, body.body(), version=version)
+                stored = store.fetch(conn, PROGRAMS, created["id"])
+            publish(PROGRAMS, "CREATE", stored)
+            return _respond(out(PROGRAMS, stored), 201)
 
-    @router.get("/events/{eventID}", tags=["events"], responses=_doc(Event))
-    def get_event(eventID: ID, who: Reader) -> JSONResponse:
-        with connect() as conn:
-            stored = store.fetch(conn, EVENTS, eventID)
-            check_reaches(conn, who, stored, EVENTS)
-        return _respond(stored.body)
+        @router.get("/programs/{programID}", tags=["programs"], responses=_doc(shown["PROGRAM"]))
+        def get_program(programID: ID, who: Reader) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, PROGRAMS, programID)
+                return _respond(out(PROGRAMS, stored, visible(conn, who, stored, PROGRAMS, version)))
 
-    @router.put("/events/{eventID}", tags=["events"], responses=_doc(Event))
-    def update_event(eventID: ID, body: Event,
-                     who: Annotated[Principal, Depends(scoped(WRITE_EVENTS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.replace(conn, EVENTS, eventID, body.body())
-        publish("EVENT", "PUT", stored)
-        return _respond(stored)
+        @router.put("/programs/{programID}", tags=["programs"], responses=_doc(shown["PROGRAM"]))
+        def update_program(programID: ID, body: Annotated[api.program, Body()],
+                           who: Annotated[Principal, Depends(scoped(WRITE_PROGRAMS))]) -> JSONResponse:
+            with connect() as conn:
+                store.replace(conn, PROGRAMS, programID, body.body(), version=version)
+                stored = store.fetch(conn, PROGRAMS, programID)
+            publish(PROGRAMS, "UPDATE", stored)
+            return _respond(out(PROGRAMS, stored))
 
-    @router.delete("/events/{eventID}", tags=["events"], responses=_doc(Event))
-    def delete_event(eventID: ID, who: Annotated[Principal, Depends(scoped(WRITE_EVENTS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.delete(conn, EVENTS, eventID)
-        publish("EVENT", "DELETE", stored)
-        return _respond(stored)
+        @router.delete("/programs/{programID}", tags=["programs"], responses=_doc(shown["PROGRAM"]))
+        def delete_program(programID: ID, who: Annotated[Principal, Depends(scoped(WRITE_PROGRAMS))]) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, PROGRAMS, programID)
+                store.delete(conn, PROGRAMS, programID)
+            publish(PROGRAMS, "DELETE", stored)
+            return _respond(out(PROGRAMS, stored))
 
-    # -- reports --------------------------------------------------------------------------------
-    def check_report(conn: psycopg.Connection, who: Principal, report: Report) -> None:
-        """A VEN reports as itself, on an event it can see."""
-        if not who.is_ven:
-            return
-        if report.clientName != who.ven_name:
-            raise Forbidden(f"a VEN reports as itself: clientName must be {who.ven_name!r}", "clientName")
-        try:
-            event = store.fetch(conn, EVENTS, report.eventID)
-        except NotFound:
-            raise BadReference("eventID", f"no such event: {report.eventID!r}") from None
-        if not reaches(event.target_keys, store.identity(conn, who.ven_name)):
-            raise Forbidden(f"event {report.eventID} is not targeted at VEN {who.ven_name}", "eventID")
+        # -- events -----------------------------------------------------------------------------
+        @router.get("/events", tags=["events"], responses=_doc(shown["EVENT"], list_of=True))
+        def search_events(who: Reader, sel: Filter, active: Annotated[bool | None, Depends(api.active)],
+                          programID: QueryID = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
+            pg, where = page(skip, limit), Where()
+            if programID is not None:
+                where.add("program_id = %s", programID)
+            if active:
+                where.add("(ends_at IS NULL OR ends_at > now())")
+            with connect() as conn:
+                where, targets = sel.reachable(conn, who, where)
+                return outs(EVENTS, store.search(conn, EVENTS, where, pg), targets)
 
-    @router.get("/reports", tags=["reports"], responses=_doc(Report, list_of=True))
-    def search_reports(who: Reader, programID: QueryID = None, eventID: QueryID = None, clientName: str | None = None,
-                       skip: Skip = None, limit: Limit = None) -> JSONResponse:
-        pg, where = page(skip, limit), Where()
-        for column, value in (("program_id", programID), ("event_id", eventID),
-                              ("client_name", _text("clientName", clientName))):
-            if value is not None:
-                where.add(f"{column} = %s", value)
-        if who.is_ven:
-            where.add("owner_ven = %s", who.ven_name)
-        with connect() as conn:
-            return _respond(store.search(conn, REPORTS, where, pg))
+        @router.post("/events", tags=["events"], status_code=201, responses=_doc(shown["EVENT"], 201))
+        def create_event(body: Annotated[api.event, Body()],
+                         who: Annotated[Principal, Depends(scoped(WRITE_EVENTS))]) -> JSONResponse:
+            with connect() as conn:
+                created = store.insert(conn, EVENTS, body.body(), version=version)
+                stored = store.fetch(conn, EVENTS, created["id"])
+            publish(EVENTS, "CREATE", stored)
+            return _respond(out(EVENTS, stored), 201)
 
-    @router.post("/reports", tags=["reports"], status_code=201, responses=_doc(Report, 201))
-    def create_report(body: Report, who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
-        with connect() as conn:
-            check_report(conn, who, body)
-            stored = store.insert(conn, REPORTS, body.body(), owner_ven=who.ven_name)
-        publish("REPORT", "POST", stored, who.ven_name)
-        return _respond(stored, 201)
+        @router.get("/events/{eventID}", tags=["events"], responses=_doc(shown["EVENT"]))
+        def get_event(eventID: ID, who: Reader) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, EVENTS, eventID)
+                return _respond(out(EVENTS, stored, visible(conn, who, stored, EVENTS, version)))
 
-    @router.get("/reports/{reportID}", tags=["reports"], responses=_doc(Report))
-    def get_report(reportID: ID, who: Reader) -> JSONResponse:
-        with connect() as conn:
-            stored = store.fetch(conn, REPORTS, reportID)
-        check_owner(who, stored, REPORTS)
-        return _respond(stored.body)
+        @router.put("/events/{eventID}", tags=["events"], responses=_doc(shown["EVENT"]))
+        def update_event(eventID: ID, body: Annotated[api.event, Body()],
+                         who: Annotated[Principal, Depends(scoped(WRITE_EVENTS))]) -> JSONResponse:
+            with connect() as conn:
+                store.replace(conn, EVENTS, eventID, body.body(), version=version)
+                stored = store.fetch(conn, EVENTS, eventID)
+            publish(EVENTS, "UPDATE", stored)
+            return _respond(out(EVENTS, stored))
 
-    @router.put("/reports/{reportID}", tags=["reports"], responses=_doc(Report))
-    def update_report(reportID: ID, body: Report,
-                      who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
-        with connect() as conn:
-            old = store.fetch(conn, REPORTS, reportID)
-            check_owner(who, old, REPORTS)
-            check_report(conn, who, body)
-            stored = store.replace(conn, REPORTS, reportID, body.body())
-        publish("REPORT", "PUT", stored, old.owner_ven)
-        return _respond(stored)
+        @router.delete("/events/{eventID}", tags=["events"], responses=_doc(shown["EVENT"]))
+        def delete_event(eventID: ID, who: Annotated[Principal, Depends(scoped(WRITE_EVENTS))]) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, EVENTS, eventID)
+                store.delete(conn, EVENTS, eventID)
+            publish(EVENTS, "DELETE", stored)
+            return _respond(out(EVENTS, stored))
 
-    @router.delete("/reports/{reportID}", tags=["reports"], responses=_doc(Report))
-    def delete_report(reportID: ID, who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
-        with connect() as conn:
-            old = store.fetch(conn, REPORTS, reportID)
-            check_owner(who, old, REPORTS)
-            stored = store.delete(conn, REPORTS, reportID)
-        publish("REPORT", "DELETE", stored, old.owner_ven)
-        return _respond(stored)
+        # -- reports ----------------------------------------------------------------------------
+        def report_event(conn: psycopg.Connection, who: Principal, report: Any) -> Stored:
+            """The report's event; a VEN reports as itself, on an event it can see."""
+            if who.is_ven and report.clientName != who.ven_name:
+                raise Forbidden(f"a VEN reports as itself: clientName must be {who.ven_name!r}", "clientName")
+            try:
+                event = store.fetch(conn, EVENTS, report.eventID)
+            except NotFound:
+                raise BadReference("eventID", f"no such event: {report.eventID!r}") from None
+            if who.is_ven:
+                try:
+                    visible(conn, who, event, EVENTS, version)
+                except Forbidden:
+                    raise Forbidden(f"event {report.eventID} is not targeted at VEN {who.ven_name}", "eventID"
+                                    ) from None
+            return event
 
-    # -- subscriptions --------------------------------------------------------------------------
-    @router.get("/subscriptions", tags=["subscriptions"], responses=_doc(Subscription, list_of=True))
-    def search_subscriptions(who: Reader, programID: QueryID = None, clientName: str | None = None,
-                             targetType: TargetType = None, targetValues: TargetValues = None,
-                             objects: Annotated[list[ObjectType] | None, Query()] = None,
-                             skip: Skip = None, limit: Limit = None) -> JSONResponse:
-        flt, pg = _filter(targetType, targetValues), page(skip, limit)
-        where = _targeted(Where(), flt)
-        for column, value in (("program_id", programID), ("client_name", _text("clientName", clientName))):
-            if value is not None:
-                where.add(f"{column} = %s", value)
-        if objects:
-            where.add("object_types && %s::text[]", list(objects))
-        if who.is_ven:
-            where.add("owner_ven = %s", who.ven_name)
-        with connect() as conn:
-            return _respond(store.search(conn, SUBSCRIPTIONS, where, pg))
+        def report_body(report: Any, client_id: str) -> dict:
+            """The body to store: 3.1.0's names its client, and not its program (a column)."""
+            return report.body() if version == V301 else {**report.body(), "clientID": client_id}
 
-    @router.post("/subscriptions", tags=["subscriptions"], status_code=201, responses=_doc(Subscription, 201))
-    def create_subscription(body: Subscription,
-                            who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = store.insert(conn, SUBSCRIPTIONS, body.body(), owner_ven=who.ven_name)
-        publish("SUBSCRIPTION", "POST", stored, who.ven_name)
-        return _respond(stored, 201)
+        @router.get("/reports", tags=["reports"], responses=_doc(shown["REPORT"], list_of=True))
+        def search_reports(who: Reader, programID: QueryID = None, eventID: QueryID = None,
+                           clientName: str | None = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
+            pg, where = page(skip, limit), Where()
+            for column, value in (("program_id", programID), ("event_id", eventID),
+                                  ("client_name", _text("clientName", clientName))):
+                if value is not None:
+                    where.add(f"{column} = %s", value)
+            if who.is_ven:
+                where.add("owner_ven = %s", who.ven_name)
+            with connect() as conn:
+                return outs(REPORTS, store.search(conn, REPORTS, where, pg))
 
-    @router.get("/subscriptions/{subscriptionID}", tags=["subscriptions"], responses=_doc(Subscription))
-    def get_subscription(subscriptionID: ID, who: Reader) -> JSONResponse:
-        with connect() as conn:
-            stored = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
-        check_owner(who, stored, SUBSCRIPTIONS)
-        return _respond(stored.body)
+        @router.post("/reports", tags=["reports"], status_code=201, responses=_doc(shown["REPORT"], 201))
+        def create_report(body: Annotated[api.report, Body()],
+                          who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
+            with connect() as conn:
+                event = report_event(conn, who, body)
+                new = report_body(body, who.client_id)
+                columns = {} if version == V301 else {"program_id": event.program_id}
+                created = store.insert(conn, REPORTS, new, owner_ven=who.ven_name, version=version,
+                                       owner_client=who.client_id, columns=columns)
+                stored = store.fetch(conn, REPORTS, created["id"])
+            publish(REPORTS, "CREATE", stored)
+            return _respond(out(REPORTS, stored), 201)
 
-    @router.put("/subscriptions/{subscriptionID}", tags=["subscriptions"], responses=_doc(Subscription))
-    def update_subscription(subscriptionID: ID, body: Subscription,
-                            who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
-        with connect() as conn:
-            old = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
-            check_owner(who, old, SUBSCRIPTIONS)
-            stored = store.replace(conn, SUBSCRIPTIONS, subscriptionID, body.body())
-        publish("SUBSCRIPTION", "PUT", stored, old.owner_ven)
-        return _respond(stored)
+        @router.get("/reports/{reportID}", tags=["reports"], responses=_doc(shown["REPORT"]))
+        def get_report(reportID: ID, who: Reader) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, REPORTS, reportID)
+            check_owner(who, stored, REPORTS)
+            return _respond(out(REPORTS, stored))
 
-    @router.delete("/subscriptions/{subscriptionID}", tags=["subscriptions"], responses=_doc(Subscription))
-    def delete_subscription(subscriptionID: ID,
-                            who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
-        with connect() as conn:
-            old = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
-            check_owner(who, old, SUBSCRIPTIONS)
-            stored = store.delete(conn, SUBSCRIPTIONS, subscriptionID)
-        publish("SUBSCRIPTION", "DELETE", stored, old.owner_ven)
-        return _respond(stored)
+        @router.put("/reports/{reportID}", tags=["reports"], responses=_doc(shown["REPORT"]))
+        def update_report(reportID: ID, body: Annotated[api.report, Body()],
+                          who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
+            with connect() as conn:
+                old = store.fetch(conn, REPORTS, reportID)
+                check_owner(who, old, REPORTS)
+                event = report_event(conn, who, body)
+                new = report_body(body, old.client_id or who.client_id)
+                columns = {} if version == V301 else {"program_id": event.program_id}
+                store.replace(conn, REPORTS, reportID, new, version=version, columns=columns)
+                stored = store.fetch(conn, REPORTS, reportID)
+            publish(REPORTS, "UPDATE", stored)
+            return _respond(out(REPORTS, stored))
 
-    # -- vens -----------------------------------------------------------------------------------
-    def ven_body(ven: Ven) -> dict:
-        """A ven as stored: its resources live at /vens/{venID}/resources and are read from there."""
-        body = ven.body()
-        body.pop("resources", None)
-        return body
+        @router.delete("/reports/{reportID}", tags=["reports"], responses=_doc(shown["REPORT"]))
+        def delete_report(reportID: ID, who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, REPORTS, reportID)
+                check_owner(who, stored, REPORTS)
+                store.delete(conn, REPORTS, reportID)
+            publish(REPORTS, "DELETE", stored)
+            return _respond(out(REPORTS, stored))
 
-    @router.get("/vens", tags=["vens"], responses=_doc(Ven, list_of=True))
-    def search_vens(who: Reader, venName: str | None = None, targetType: TargetType = None,
-                    targetValues: TargetValues = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
-        flt, pg = _filter(targetType, targetValues), page(skip, limit)
-        where = _targeted(Where(), flt)
-        if venName is not None:
-            where.add("ven_name = %s", _text("venName", venName))
-        if who.is_ven:
-            where.add("ven_name = %s", who.ven_name)
-        with connect() as conn:
-            return _respond(store.search(conn, VENS, where, pg))
+        # -- subscriptions ----------------------------------------------------------------------
+        def subscription_body(subscription: Any, client_id: str) -> dict:
+            return subscription.body() if version == V301 else {**subscription.body(), "clientID": client_id}
 
-    @router.post("/vens", tags=["vens"], status_code=201, responses=_doc(Ven, 201))
-    def create_ven(body: Ven, who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
-        if who.is_ven and body.venName != who.ven_name:
-            raise Forbidden(f"a VEN registers only itself: venName must be {who.ven_name!r}", "venName")
-        unchanged_targets(who, body.body().get("targets"), None)
-        with connect() as conn:
-            stored = store.insert(conn, VENS, ven_body(body))
-            stored = store.get(conn, VENS, stored["id"])
-        publish("VEN", "POST", stored)
-        return _respond(stored, 201)
+        @router.get("/subscriptions", tags=["subscriptions"], responses=_doc(shown["SUBSCRIPTION"], list_of=True))
+        def search_subscriptions(who: Reader, sel: Annotated[Any, Depends(api.subscription_targets)],
+                                 programID: QueryID = None, clientName: str | None = None,
+                                 objects: Annotated[list[ObjectType] | None, Query()] = None,
+                                 skip: Skip = None, limit: Limit = None) -> JSONResponse:
+            pg, where = page(skip, limit), sel.filtered(Where())
+            for column, value in (("program_id", programID), ("client_name", _text("clientName", clientName))):
+                if value is not None:
+                    where.add(f"{column} = %s", value)
+            if objects:
+                where.add("object_types && %s::text[]", list(objects))
+            if who.is_ven:
+                where.add("owner_ven = %s", who.ven_name)
+            with connect() as conn:
+                return outs(SUBSCRIPTIONS, store.search(conn, SUBSCRIPTIONS, where, pg))
 
-    @router.get("/vens/{venID}", tags=["vens"], responses=_doc(Ven))
-    def get_ven(venID: ID, who: Reader) -> JSONResponse:
-        with connect() as conn:
-            return _respond(own_ven(conn, who, venID))
+        @router.post("/subscriptions", tags=["subscriptions"], status_code=201,
+                     responses=_doc(shown["SUBSCRIPTION"], 201))
+        def create_subscription(body: Annotated[api.subscription, Body()],
+                                who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
+            with connect() as conn:
+                created = store.insert(conn, SUBSCRIPTIONS, subscription_body(body, who.client_id),
+                                       owner_ven=who.ven_name, version=version, owner_client=who.client_id)
+                stored = store.fetch(conn, SUBSCRIPTIONS, created["id"])
+            publish(SUBSCRIPTIONS, "CREATE", stored)
+            return _respond(out(SUBSCRIPTIONS, stored), 201)
 
-    @router.put("/vens/{venID}", tags=["vens"], responses=_doc(Ven))
-    def update_ven(venID: ID, body: Ven, who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
-        with connect() as conn:
-            old = own_ven(conn, who, venID)
-            if who.is_ven and body.venName != old["venName"]:
+        @router.get("/subscriptions/{subscriptionID}", tags=["subscriptions"], responses=_doc(shown["SUBSCRIPTION"]))
+        def get_subscription(subscriptionID: ID, who: Reader) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
+            check_owner(who, stored, SUBSCRIPTIONS)
+            return _respond(out(SUBSCRIPTIONS, stored))
+
+        @router.put("/subscriptions/{subscriptionID}", tags=["subscriptions"], responses=_doc(shown["SUBSCRIPTION"]))
+        def update_subscription(subscriptionID: ID, body: Annotated[api.subscription, Body()],
+                                who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
+            with connect() as conn:
+                old = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
+                check_owner(who, old, SUBSCRIPTIONS)
+                store.replace(conn, SUBSCRIPTIONS, subscriptionID,
+                              subscription_body(body, old.client_id or who.client_id), version=version)
+                stored = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
+            publish(SUBSCRIPTIONS, "UPDATE", stored)
+            return _respond(out(SUBSCRIPTIONS, stored))
+
+        @router.delete("/subscriptions/{subscriptionID}", tags=["subscriptions"],
+                       responses=_doc(shown["SUBSCRIPTION"]))
+        def delete_subscription(subscriptionID: ID,
+                                who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
+            with connect() as conn:
+                stored = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
+                check_owner(who, stored, SUBSCRIPTIONS)
+                store.delete(conn, SUBSCRIPTIONS, subscriptionID)
+            publish(SUBSCRIPTIONS, "DELETE", stored)
+            return _respond(out(SUBSCRIPTIONS, stored))
+
+        # -- vens -------------------------------------------------------------------------------
+        def ven_body(conn: psycopg.Connection, who: Principal, ven: Any, old: Stored | None) -> tuple[dict, str]:
+            """The ven to store, in the shape of a version, for a create (old None) or an update.
+            3.0.1: as sent, without resources (they live at /vens/{venID}/resources). 3.1.0: a
+            business-logic request as sent, its clientID that of the VEN's registered client; a
+            VEN request (which has neither clientID nor targets) keeps the stored ones."""
+            if old is not None and who.is_ven and ven.venName != old.body["venName"]:
                 raise Forbidden("a VEN cannot rename itself", "venName")
-            unchanged_targets(who, body.body().get("targets"), old.get("targets"))
-            store.replace(conn, VENS, venID, ven_body(body))
-            stored = store.get(conn, VENS, venID)
-        publish("VEN", "PUT", stored)
-        return _respond(stored)
+            if old is None and who.is_ven and ven.venName != who.ven_name:
+                raise Forbidden(f"a VEN registers only itself: venName must be {who.ven_name!r}", "venName")
+            if version == V301:
+                body = ven.body()
+                body.pop("resources", None)
+                unchanged_targets(who, body.get("targets"), None if old is None else store.view(VENS, old, V301)
+                                  .get("targets"))
+                return body, V301
+            if isinstance(ven, models310.BlVenRequest):
+                if who.is_ven:
+                    raise Forbidden("a VEN sends a VEN_VEN_REQUEST: clientID and targets are the business "
+                                    "logic's to set", "objectType")
+                registered(conn, ven.clientID, ven.venName)
+                return ven.body(), V310
+            if old is None:
+                own = {"clientID": who.client_id} if who.is_ven else {}
+                return {**ven.body(), "targets": None, **own}, V310
+            return {**old.body, "venName": ven.venName, "attributes": ven.body().get("attributes")}, old.version
 
-    @router.delete("/vens/{venID}", tags=["vens"], responses=_doc(Ven))
-    def delete_ven(venID: ID, who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
-        with connect() as conn:
-            stored = own_ven(conn, who, venID)
-            store.delete(conn, VENS, venID)
-        publish("VEN", "DELETE", stored)
-        return _respond(stored)
+        @router.get("/vens", tags=["vens"], responses=_doc(shown["VEN"], list_of=True))
+        def search_vens(who: Reader, sel: Filter, venName: str | None = None, skip: Skip = None,
+                        limit: Limit = None) -> JSONResponse:
+            pg, where = page(skip, limit), sel.filtered(Where())
+            if venName is not None:
+                where.add("ven_name = %s", _text("venName", venName))
+            if who.is_ven:
+                where.add("ven_name = %s", who.ven_name)
+            with connect() as conn:
+                return outs(VENS, store.search(conn, VENS, where, pg))
 
-    # -- resources ------------------------------------------------------------------------------
-    def resource_of(conn: psycopg.Connection, ven_id: str, resource_id: str) -> dict:
-        resource = store.get(conn, RESOURCES, resource_id)
-        if resource["venID"] != ven_id:
-            raise NotFound(f"resourceID: ven {ven_id} has no resource {resource_id}")
-        return resource
+        @router.post("/vens", tags=["vens"], status_code=201, responses=_doc(shown["VEN"], 201))
+        def create_ven(body: Annotated[api.ven, Body()],
+                       who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
+            with connect() as conn:
+                new, shape = ven_body(conn, who, body, None)
+                created = store.insert(conn, VENS, new, version=shape)
+                stored = store.fetch(conn, VENS, created["id"])
+            publish(VENS, "CREATE", stored)
+            return _respond(out(VENS, stored), 201)
 
-    @router.get("/vens/{venID}/resources", tags=["vens"], responses=_doc(Resource, list_of=True))
-    def search_resources(venID: ID, who: Reader, resourceName: str | None = None, targetType: TargetType = None,
-                         targetValues: TargetValues = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
-        flt, pg = _filter(targetType, targetValues), page(skip, limit)
-        where = _targeted(Where(), flt).add("ven_id = %s", venID)
-        if resourceName is not None:
-            where.add("resource_name = %s", _text("resourceName", resourceName))
-        with connect() as conn:
-            own_ven(conn, who, venID)
-            return _respond(store.search(conn, RESOURCES, where, pg))
+        @router.get("/vens/{venID}", tags=["vens"], responses=_doc(shown["VEN"]))
+        def get_ven(venID: ID, who: Reader) -> JSONResponse:
+            with connect() as conn:
+                return _respond(out(VENS, own_ven(conn, who, venID)))
 
-    @router.post("/vens/{venID}/resources", tags=["vens"], status_code=201, responses=_doc(Resource, 201))
-    def create_resource(venID: ID, body: Resource,
-                        who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
-        unchanged_targets(who, body.body().get("targets"), None)
-        with connect() as conn:
-            own_ven(conn, who, venID)
-            stored = store.insert(conn, RESOURCES, {**body.body(), "venID": venID})
-        publish("RESOURCE", "POST", stored)
-        return _respond(stored, 201)
+        @router.put("/vens/{venID}", tags=["vens"], responses=_doc(shown["VEN"]))
+        def update_ven(venID: ID, body: Annotated[api.ven, Body()],
+                       who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
+            with connect() as conn:
+                new, shape = ven_body(conn, who, body, own_ven(conn, who, venID))
+                store.replace(conn, VENS, venID, new, version=shape)
+                stored = store.fetch(conn, VENS, venID)
+            publish(VENS, "UPDATE", stored)
+            return _respond(out(VENS, stored))
 
-    @router.get("/vens/{venID}/resources/{resourceID}", tags=["vens"], responses=_doc(Resource))
-    def get_resource(venID: ID, resourceID: ID, who: Reader) -> JSONResponse:
-        with connect() as conn:
-            own_ven(conn, who, venID)
-            return _respond(resource_of(conn, venID, resourceID))
+        @router.delete("/vens/{venID}", tags=["vens"], responses=_doc(shown["VEN"]))
+        def delete_ven(venID: ID, who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
+            with connect() as conn:
+                stored = own_ven(conn, who, venID)
+                store.delete(conn, VENS, venID)
+            publish(VENS, "DELETE", stored)
+            return _respond(out(VENS, stored))
 
-    @router.put("/vens/{venID}/resources/{resourceID}", tags=["vens"], responses=_doc(Resource))
-    def update_resource(venID: ID, resourceID: ID, body: Resource,
-                        who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
-        with connect() as conn:
-            own_ven(conn, who, venID)
-            old = resource_of(conn, venID, resourceID)
-            unchanged_targets(who, body.body().get("targets"), old.get("targets"))
-            stored = store.replace(conn, RESOURCES, resourceID, {**body.body(), "venID": venID})
-        publish("RESOURCE", "PUT", stored)
-        return _respond(stored)
+        # -- resources --------------------------------------------------------------------------
+        # 3.0.1 reaches a resource through its ven (/vens/{venID}/resources); 3.1.0 made it a
+        # first-level object (/resources, venID in the body and as a search filter).
+        VensScope = Annotated[str | None, Depends(api.resources_ven)]
+        VenScope = Annotated[str | None, Depends(api.resource_ven)]
+        resources = api.resources_path
 
-    @router.delete("/vens/{venID}/resources/{resourceID}", tags=["vens"], responses=_doc(Resource))
-    def delete_resource(venID: ID, resourceID: ID,
-                        who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
-        with connect() as conn:
-            own_ven(conn, who, venID)
-            resource_of(conn, venID, resourceID)
-            stored = store.delete(conn, RESOURCES, resourceID)
-        publish("RESOURCE", "DELETE", stored)
-        return _respond(stored)
+        def resource_of(conn: psycopg.Connection, who: Principal, ven_id: str | None, resource_id: str) -> Stored:
+            """The resource, reached through its ven (ven_id: the path's), which a VEN must own."""
+            if ven_id is not None:
+                own_ven(conn, who, ven_id)
+            resource = store.fetch(conn, RESOURCES, resource_id)
+            if ven_id is not None and resource.body["venID"] != ven_id:
+                raise NotFound(f"resourceID: ven {ven_id} has no resource {resource_id}")
+            if ven_id is None:
+                own_ven(conn, who, resource.body["venID"])
+            return resource
 
-    app.include_router(router)
+        def resource_body(conn: psycopg.Connection, who: Principal, resource: Any, ven_id: str,
+                          old: Stored | None) -> tuple[dict, str]:
+            """As ven_body, for a resource of the ven at ven_id (which a VEN must own)."""
+            ven = own_ven(conn, who, ven_id)
+            if version == V301:
+                body = resource.body()
+                unchanged_targets(who, body.get("targets"), None if old is None else store.view(
+                    RESOURCES, old, V301).get("targets"))
+                return {**body, "venID": ven_id}, V301
+            if isinstance(resource, models310.BlResourceRequest):
+                if who.is_ven:
+                    raise Forbidden("a VEN sends a VEN_RESOURCE_REQUEST: clientID and targets are the business "
+                                    "logic's to set", "objectType")
+                registered(conn, resource.clientID, ven.body["venName"])
+                return resource.body(), V310
+            if old is None:
+                own = {"clientID": who.client_id} if who.is_ven else {}
+                return {**resource.body(), "targets": None, **own}, V310
+            return {**old.body, "resourceName": resource.resourceName, "venID": ven_id,
+                    "attributes": resource.body().get("attributes")}, old.version
+
+        def ven_of(ven_id: str | None, body: Any) -> str:
+            """The path's venID (3.0.1), else the body's (3.1.0)."""
+            return body.venID if ven_id is None else ven_id
+
+        @router.get(resources, tags=["resources" if version == V310 else "vens"],
+                    responses=_doc(shown["RESOURCE"], list_of=True))
+        def search_resources(who: Reader, sel: Filter, venID: VensScope, resourceName: str | None = None,
+                             skip: Skip = None, limit: Limit = None) -> JSONResponse:
+            pg, where = page(skip, limit), sel.filtered(Where())
+            if resourceName is not None:
+                where.add("resource_name = %s", _text("resourceName", resourceName))
+            with connect() as conn:
+                if venID is not None:
+                    own_ven(conn, who, venID)
+                    where.add("ven_id = %s", venID)
+                elif who.is_ven:
+                    where.add("ven_id IN (SELECT id FROM oadr_vens WHERE ven_name = %s)", who.ven_name)
+                return outs(RESOURCES, store.search(conn, RESOURCES, where, pg))
+
+        @router.post(resources, tags=["resources" if version == V310 else "vens"], status_code=201,
+                     responses=_doc(shown["RESOURCE"], 201))
+        def create_resource(body: Annotated[api.resource, Body()], venID: VenScope,
+                            who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
+            with connect() as conn:
+                new, shape = resource_body(conn, who, body, ven_of(venID, body), None)
+                created = store.insert(conn, RESOURCES, new, version=shape)
+                stored = store.fetch(conn, RESOURCES, created["id"])
+            publish(RESOURCES, "CREATE", stored)
+            return _respond(out(RESOURCES, stored), 201)
+
+        @router.get(resources + "/{resourceID}", tags=["resources" if version == V310 else "vens"],
+                    responses=_doc(shown["RESOURCE"]))
+        def get_resource(resourceID: ID, venID: VenScope, who: Reader) -> JSONResponse:
+            with connect() as conn:
+                return _respond(out(RESOURCES, resource_of(conn, who, venID, resourceID)))
+
+        @router.put(resources + "/{resourceID}", tags=["resources" if version == V310 else "vens"],
+                    responses=_doc(shown["RESOURCE"]))
+        def update_resource(resourceID: ID, body: Annotated[api.resource, Body()], venID: VenScope,
+                            who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
+            with connect() as conn:
+                old = resource_of(conn, who, venID, resourceID)
+                new, shape = resource_body(conn, who, body, ven_of(venID, body), old)
+                store.replace(conn, RESOURCES, resourceID, new, version=shape)
+                stored = store.fetch(conn, RESOURCES, resourceID)
+            publish(RESOURCES, "UPDATE", stored)
+            return _respond(out(RESOURCES, stored))
+
+        @router.delete(resources + "/{resourceID}", tags=["resources" if version == V310 else "vens"],
+                       responses=_doc(shown["RESOURCE"]))
+        def delete_resource(resourceID: ID, venID: VenScope,
+                            who: Annotated[Principal, Depends(scoped(WRITE_VENS))]) -> JSONResponse:
+            with connect() as conn:
+                stored = resource_of(conn, who, venID, resourceID)
+                store.delete(conn, RESOURCES, resourceID)
+            publish(RESOURCES, "DELETE", stored)
+            return _respond(out(RESOURCES, stored))
+
+        if version == V310:
+            _mount_310_only(router, api, Reader)
+        app.include_router(router)
+
+    def _mount_310_only(router: APIRouter, api: Api, reader: Any) -> None:
+        """What 3.1.0 added besides the objects: token URL discovery, the notifier bindings, and
+        the MQTT topics, which this VTN (webhooks only, no broker) refuses with 501."""
+
+        @router.get("/auth/server", tags=["Auth"], response_model=models310.AuthServerInfo)
+        def get_auth_server_info(request: Request) -> JSONResponse:
+            """Where to fetch tokens: this VTN's own token endpoint."""
+            base = f"{request.url.scheme}://{request.url.netloc}"
+            return _respond(models310.AuthServerInfo(tokenURL=f"{base}{api.base_path}/auth/token").body())
+
+        @router.get("/notifiers", tags=["notifiers"], response_model=models310.NotifiersResponse,
+                    responses=_doc(models310.NotifiersResponse))
+        def list_notifiers(who: reader) -> JSONResponse:
+            return _respond(models310.NotifiersResponse().body())
+
+        def mqtt_topics(request: Request, who: reader) -> JSONResponse:
+            for name, value in request.path_params.items():
+                if not OBJECT_ID.fullmatch(value):
+                    raise DomainError(name, "must be an objectID (1 to 128 of a-z A-Z 0-9 _ -)")
+            raise NotImplementedFeature("this VTN has no MQTT notifier binding (GET /notifiers lists WEBHOOK only); "
+                                        "subscribe with a webhook (POST /subscriptions)")
+
+        for path in ("programs", "programs/{programID}", "events", "programs/{programID}/events", "reports",
+                     "subscriptions", "vens", "vens/{venID}", "resources", "vens/{venID}/events",
+                     "vens/{venID}/programs", "vens/{venID}/resources"):
+            router.add_api_route(f"/notifiers/mqtt/topics/{path}", mqtt_topics, methods=["GET"], tags=["MQTT_notifier"],
+                                 responses={501: {"model": Problem, "description": "no MQTT binding"}},
+                                 name=f"mqtt_topics_{path}")
+
+    for api in (API_301, API_310):
+        mount(api)
+
+    @app.get(f"{BASE_PATH_310}/openapi.json", include_in_schema=False)
+    def openapi_310() -> JSONResponse:
+        return JSONResponse(document(API_310))
+
+    @app.get(f"{BASE_PATH_310}/docs", include_in_schema=False)
+    def docs_310() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=f"{BASE_PATH_310}/openapi.json", title="flexfleet OpenADR 3.1.0 VTN")
+
     return app

@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from flexfleet.openadr.tokens import (
+    READ_ALL,
     ROLE_SCOPES,
     Principal,
     ScopeError,
@@ -130,13 +131,25 @@ def _grant(fields: dict[str, str], basic: tuple[str, str] | None, database_url: 
         # RFC 6749 5.2: 401 when the client authenticated with the Authorization header.
         return _auth_error("invalid_client", "unknown client or wrong secret", 401 if basic else 400, basic is not None)
     try:
-        scopes = granted_scopes(client.role, fields.get("scope"))
+        scopes = granted_scopes(client.role, _unaliased(fields.get("scope")))
     except ScopeError as exc:
         return _auth_error("invalid_scope", str(exc))
     principal = Principal(client.client_id, client.role, scopes, client.ven_name)
     token = issue_token(principal, policy.secret, datetime.now(UTC), policy.ttl)
     return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": int(policy.ttl.total_seconds()),
                          "scope": " ".join(sorted(scopes))}, headers={"Cache-Control": "no-store"})
+
+
+# 3.1.0 split read_all into read_targets (programs, events) and read_ven_objects (reports,
+# subscriptions, vens, resources). This VTN confines every VEN to exactly those reads by its
+# rules (targets granted to it, objects it owns), so either name is granted as read_all, which
+# both versions' tokens carry: RFC 6749 3.3 lets a server grant another scope than asked, and
+# the answer's `scope` says which.
+READ_ALIASES = {"read_targets": READ_ALL, "read_ven_objects": READ_ALL}
+
+
+def _unaliased(requested: str | None) -> str | None:
+    return None if requested is None else " ".join(READ_ALIASES.get(s, s) for s in requested.split())
 
 
 def principal_of(request: Request, policy: TokenPolicy) -> Principal:

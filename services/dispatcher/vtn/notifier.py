@@ -6,6 +6,10 @@ a failed delivery a few times with backoff. A delivery that still fails is logge
 the request that caused it has long succeeded and never sees it. A subscription written by a
 VEN hears only of objects that VEN may read, so it cannot learn of another VEN's events.
 Changes live in memory: a VTN restart loses the notifications not yet sent (VENs poll too).
+
+A subscription hears in the version it was written in: a 3.0.1 one gets 3.0.1 objects and HTTP
+method operations (flexfleet.openadr.notifications), a 3.1.0 one 3.1.0 objects, CRUD operations
+and, when a VEN wrote it, only the targets granted to that VEN (models310).
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import httpx
 import psycopg
 
+from flexfleet.openadr import models310
+from flexfleet.openadr.models310 import V301, V310, hide_targets
 from flexfleet.openadr.notifications import Callback, Change, callbacks, deliverable, notification
 from flexfleet.openadr.targets import reaches, target_keys
 from services.dispatcher.vtn import store
@@ -39,7 +46,7 @@ class Delivery:
 
 
 def visible_to(conn: psycopg.Connection, ven_name: str, change: Change, owner_ven: str | None) -> bool:
-    """Whether the VEN may read the changed object (the VTN's read rules)."""
+    """Whether the VEN may read the changed object (3.0.1's read rules, on its 3.0.1 view)."""
     obj = change.object
     if change.object_type in ("PROGRAM", "EVENT"):
         return reaches(target_keys(obj.get("targets")), store.identity(conn, ven_name))
@@ -47,8 +54,36 @@ def visible_to(conn: psycopg.Connection, ven_name: str, change: Change, owner_ve
         return owner_ven == ven_name
     if change.object_type == "VEN":
         return obj.get("venName") == ven_name
-    row = conn.execute("SELECT ven_name FROM oadr_vens WHERE id = %s", (obj.get("venID"),)).fetchone()
-    return row is not None and row[0] == ven_name
+    return store.ven_name_of(conn, obj.get("venID")) == ven_name
+
+
+def shown_to(conn: psycopg.Connection, ven_name: str, kind: store.Kind, stored: store.Stored) -> frozenset[str] | None:
+    """The targets of the object a VEN may see under 3.1.0's rules (a program or event targeted
+    at it shows only those granted to it), or None when it may not read the object."""
+    if kind in (store.PROGRAMS, store.EVENTS):
+        if not stored.targeted:
+            return frozenset()
+        shown = store.granted(conn, ven_name) & set(stored.target_values)
+        return shown or None
+    if kind in store.OWNED:
+        mine = stored.owner_ven == ven_name
+    elif kind is store.VENS:
+        mine = stored.body.get("venName") == ven_name
+    else:
+        mine = store.ven_name_of(conn, stored.body.get("venID")) == ven_name
+    return frozenset() if mine else None
+
+
+@dataclass(frozen=True)
+class Published:
+    """A committed change: the object as stored after it (before it, for a delete)."""
+
+    kind: store.Kind
+    operation: Literal["CREATE", "UPDATE", "DELETE"]
+    stored: store.Stored
+
+
+HTTP_METHOD = {"CREATE": "POST", "UPDATE": "PUT", "DELETE": "DELETE"}
 
 
 class Notifier:
@@ -63,9 +98,9 @@ class Notifier:
         self._lock = threading.Lock()
         self._closing = threading.Event()
 
-    def publish(self, change: Change, owner_ven: str | None = None) -> None:
-        if not self._submit(self._fan_out, change, owner_ven):
-            log.warning("notifier closed; %s %s not notified", change.operation, change.object_type)
+    def publish(self, published: Published) -> None:
+        if not self._submit(self._fan_out, published):
+            log.warning("notifier closed; %s %s not notified", published.operation, published.kind.object_type)
 
     def _submit(self, fn: Callable, *args: object) -> bool:
         try:
@@ -83,16 +118,32 @@ class Notifier:
         if not future.cancelled() and future.exception() is not None:
             log.error("notification failed", exc_info=future.exception())
 
-    def _fan_out(self, change: Change, owner_ven: str | None) -> None:
+    def _fan_out(self, published: Published) -> None:
+        """Each subscription hears in its own version; one notification per callback (and, in
+        3.1.0, per owner, whose view of the targets may differ)."""
+        kind, stored, operation = published.kind, published.stored, published.operation
+        sends: dict[tuple, tuple[Callback, dict]] = {}
         with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
-            targets: dict[tuple[str, str | None], Callback] = {}
-            for sub in store.subscriptions_for(conn, change.object_type, change.program_id):
-                if sub.owner_ven is not None and not visible_to(conn, sub.owner_ven, change, owner_ven):
+            views = {v: store.view(kind, stored, v) for v in (V301, V310)}
+            for sub in store.subscriptions_for(conn, kind.object_type, stored.program_id):
+                if sub.version == V301:
+                    change = Change(kind.object_type, HTTP_METHOD[operation], views[V301])  # type: ignore[arg-type]
+                    if sub.owner_ven is not None and not visible_to(conn, sub.owner_ven, change, stored.owner_ven):
+                        continue
+                    for cb in callbacks(sub.body, change):
+                        sends.setdefault((cb.url, cb.bearer_token), (cb, notification(change)))
                     continue
-                for cb in callbacks(sub.body, change):
-                    targets.setdefault((cb.url, cb.bearer_token), cb)
-        body = notification(change)
-        for cb in targets.values():
+                obj = views[V310]
+                if sub.owner_ven is not None:
+                    shown = shown_to(conn, sub.owner_ven, kind, stored)
+                    if shown is None:
+                        continue
+                    obj = hide_targets(obj, shown) if kind in (store.PROGRAMS, store.EVENTS) else obj
+                body = models310.notification(kind.object_type, operation, obj)
+                for cb in models310.callbacks(sub.body, kind.object_type, operation, stored.program_id,
+                                              stored.target_values):
+                    sends.setdefault((cb.url, cb.bearer_token, V310, sub.owner_ven), (cb, body))
+        for cb, body in sends.values():
             self._submit(self._deliver, cb, body)
 
     def _deliver(self, cb: Callback, body: dict) -> bool:

@@ -1,5 +1,10 @@
-"""The VTN's objects in PostgreSQL (migration 0006): one table per object type, the body as
-JSONB next to the columns searches and access rules filter on.
+"""The VTN's objects in PostgreSQL (migrations 0006 and 0009): one table per object type, the
+body as JSONB next to the columns searches and access rules filter on.
+
+Both API versions share the tables: a body is stored in the shape of the version that wrote it
+(`version`), and `view` shows it as the reader's version has it (flexfleet.openadr.models310).
+The derived columns (typed target_keys for 3.0.1, untyped target_values for 3.1.0, an event's
+end) are computed from either shape, so access rules and filters work whoever wrote the object.
 
 The VTN provisions id, objectType and the two timestamps here, so every write path sets them
 the same way. Constraint violations become the API's errors: a duplicate name is a Conflict,
@@ -18,8 +23,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from flexfleet.openadr import models310
+from flexfleet.openadr.models310 import V301, event_end, target_texts, targets_as_301
 from flexfleet.openadr.paging import Page
-from flexfleet.openadr.targets import target_keys, target_types, ven_identity
+from flexfleet.openadr.targets import VEN_NAME, target_key, target_keys, target_types
 
 
 class NotFound(LookupError):
@@ -42,42 +49,52 @@ class BadReference(ValueError):
         self.field, self.reason = field, reason
 
 
-def _targeting(body: dict) -> dict[str, Any]:
-    return {"target_keys": target_keys(body.get("targets")), "target_types": target_types(body.get("targets"))}
+def _targeting(body: dict, version: str) -> dict[str, Any]:
+    """The target columns of a body of either version: 3.1.0's strings count as 3.0.1 pairs of
+    type TARGET, 3.0.1's pairs as 3.1.0 strings (their values)."""
+    targets = body.get("targets")
+    typed = targets if version == V301 else targets_as_301(targets)
+    values = target_texts(targets) if version == V301 else list(dict.fromkeys(targets or ()))
+    return {"target_keys": target_keys(typed), "target_types": target_types(typed), "target_values": sorted(values)}
 
 
 @dataclass(frozen=True)
 class Kind:
-    """One object type: its table and the columns derived from its body."""
+    """One object type: its table and the columns derived from its body (of a version)."""
 
     object_type: str
     table: str
     path_name: str                                  # the spec's name of its id in paths
-    columns: Callable[[dict], dict[str, Any]]
+    columns: Callable[[dict, str], dict[str, Any]]
     unique: dict[str, str] = field(default_factory=dict)      # constraint -> body member
     references: dict[str, str] = field(default_factory=dict)  # constraint -> body member
 
 
 PROGRAMS = Kind("PROGRAM", "oadr_programs", "programID",
-                lambda b: {"program_name": b["programName"], **_targeting(b)},
+                lambda b, v: {"program_name": b["programName"], **_targeting(b, v)},
                 unique={"oadr_programs_program_name_key": "programName"})
 EVENTS = Kind("EVENT", "oadr_events", "eventID",
-              lambda b: {"program_id": b["programID"], "event_name": b.get("eventName"), **_targeting(b)},
+              lambda b, v: {"program_id": b["programID"], "event_name": b.get("eventName"), "ends_at": event_end(b),
+                            **_targeting(b, v)},
               unique={"oadr_events_event_name_key": "eventName"},
               references={"oadr_events_program_id_fkey": "programID"})
+# A 3.1.0 report names no program: its writer passes the event's as the program_id column.
 REPORTS = Kind("REPORT", "oadr_reports", "reportID",
-               lambda b: {"program_id": b["programID"], "event_id": b["eventID"], "client_name": b["clientName"]},
+               lambda b, v: {"program_id": b.get("programID"), "event_id": b["eventID"],
+                             "client_name": b["clientName"]},
                references={"oadr_reports_event_id_fkey": "eventID"})
 SUBSCRIPTIONS = Kind("SUBSCRIPTION", "oadr_subscriptions", "subscriptionID",
-                     lambda b: {"program_id": b["programID"], "client_name": b["clientName"],
-                                "object_types": sorted({o for op in b["objectOperations"] for o in op["objects"]}),
-                                **_targeting(b)},
+                     lambda b, v: {"program_id": b.get("programID"), "client_name": b["clientName"],
+                                   "object_types": sorted({o for op in b["objectOperations"] for o in op["objects"]}),
+                                   **_targeting(b, v)},
                      references={"oadr_subscriptions_program_id_fkey": "programID"})
-VENS = Kind("VEN", "oadr_vens", "venID", lambda b: {"ven_name": b["venName"], **_targeting(b)},
+VENS = Kind("VEN", "oadr_vens", "venID", lambda b, v: {"ven_name": b["venName"], **_targeting(b, v)},
             unique={"oadr_vens_ven_name_key": "venName"})
 RESOURCES = Kind("RESOURCE", "oadr_resources", "resourceID",
-                 lambda b: {"ven_id": b["venID"], "resource_name": b["resourceName"], **_targeting(b)},
-                 unique={"oadr_resources_resource_name_key": "resourceName"})
+                 lambda b, v: {"ven_id": b["venID"], "resource_name": b["resourceName"], **_targeting(b, v)},
+                 unique={"oadr_resources_resource_name_key": "resourceName"},
+                 references={"oadr_resources_ven_id_fkey": "venID"})
+OWNED = (REPORTS, SUBSCRIPTIONS)   # written by a client, which owns them
 
 
 def timestamp(now: datetime) -> str:
@@ -106,15 +123,18 @@ def _write(conn: psycopg.Connection, kind: Kind, query: sql.Composed, params: Se
 
 
 def insert(conn: psycopg.Connection, kind: Kind, body: dict, owner_ven: str | None = None,
-           now: datetime | None = None) -> dict:
-    """Store a new object; return its body with the VTN's members set."""
+           now: datetime | None = None, *, version: str = V301, owner_client: str | None = None,
+           columns: dict[str, Any] | None = None) -> dict:
+    """Store a new object in the shape of `version`; return its body with the VTN's members set.
+    A report or subscription records its writer (owner_ven: the VEN's name, None for the
+    business logic; owner_client: the client). `columns` sets derived columns the body lacks."""
     stamp = timestamp(now or datetime.now(UTC))
     body = {**body, "id": str(uuid.uuid4()), "objectType": kind.object_type,
             "createdDateTime": stamp, "modificationDateTime": stamp}
-    cols = kind.columns(body)
-    if kind in (REPORTS, SUBSCRIPTIONS):
-        cols["owner_ven"] = owner_ven
-    cols |= {"id": body["id"], "body": Jsonb(body), "created_at": stamp, "modified_at": stamp}
+    cols = kind.columns(body, version) | (columns or {})
+    if kind in OWNED:
+        cols |= {"owner_ven": owner_ven, "owner_client": owner_client}
+    cols |= {"id": body["id"], "version": version, "body": Jsonb(body), "created_at": stamp, "modified_at": stamp}
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(kind.table), sql.SQL(", ").join(map(sql.Identifier, cols)),
         sql.SQL(", ").join(sql.Placeholder() * len(cols)))
@@ -122,12 +142,14 @@ def insert(conn: psycopg.Connection, kind: Kind, body: dict, owner_ven: str | No
     return body
 
 
-def replace(conn: psycopg.Connection, kind: Kind, object_id: str, body: dict, now: datetime | None = None) -> dict:
-    """PUT: the new body replaces the old; id and createdDateTime stay."""
+def replace(conn: psycopg.Connection, kind: Kind, object_id: str, body: dict, now: datetime | None = None, *,
+            version: str = V301, columns: dict[str, Any] | None = None) -> dict:
+    """PUT: the new body (of `version`) replaces the old; id and createdDateTime stay."""
     old = get(conn, kind, object_id)
     body = {**body, "id": object_id, "objectType": kind.object_type, "createdDateTime": old["createdDateTime"],
             "modificationDateTime": timestamp(now or datetime.now(UTC))}
-    cols = kind.columns(body) | {"body": Jsonb(body), "modified_at": body["modificationDateTime"]}
+    cols = kind.columns(body, version) | (columns or {})
+    cols |= {"version": version, "body": Jsonb(body), "modified_at": body["modificationDateTime"]}
     query = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
         sql.Identifier(kind.table),
         sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols))
@@ -145,35 +167,59 @@ def delete(conn: psycopg.Connection, kind: Kind, object_id: str) -> dict:
 
 @dataclass(frozen=True)
 class Stored:
-    """An object's body with the columns access rules need."""
+    """An object's stored body with what access rules and the other version's view need."""
 
     body: dict
     owner_ven: str | None = None
     target_keys: tuple[str, ...] = ()
+    version: str = V301
+    target_values: tuple[str, ...] = ()
+    program_id: str | None = None     # the program it belongs to (a report's, which 3.1.0 omits)
+    client_id: str | None = None      # its owner's client: 3.1.0's clientID
+    resources: tuple[Stored, ...] = ()   # a ven's, which 3.0.1 lists in the ven
+
+    @property
+    def targeted(self) -> bool:
+        return bool(self.target_keys)
 
 
-def _owner(kind: Kind) -> sql.Composable:
-    return sql.SQL("owner_ven") if kind in (REPORTS, SUBSCRIPTIONS) else sql.SQL("NULL::text")
+_REGISTERED = "(SELECT min(c.client_id) FROM oadr_clients c WHERE c.role = 'VEN' AND c.ven_name = {})"
+_CLIENT = {
+    "oadr_reports": "COALESCE(t.owner_client, t.client_name)",
+    "oadr_subscriptions": "COALESCE(t.owner_client, t.client_name)",
+    # a ven's or resource's clientID is the one its writer gave, else the client registered for
+    # the ven's name, else (no client registered yet) the ven's name
+    "oadr_vens": "COALESCE(t.body ->> 'clientID', " + _REGISTERED.format("t.ven_name") + ", t.ven_name)",
+    "oadr_resources": "COALESCE(t.body ->> 'clientID', (SELECT COALESCE(" + _REGISTERED.format("v.ven_name")
+                      + ", v.ven_name) FROM oadr_vens v WHERE v.id = t.ven_id))",
+}
+_PROGRAM = {"oadr_programs": "t.id", "oadr_events": "t.program_id", "oadr_reports": "t.program_id",
+            "oadr_subscriptions": "t.program_id"}
 
 
-def _keys(kind: Kind) -> sql.Composable:
-    return sql.SQL("target_keys") if kind not in (REPORTS,) else sql.SQL("'{}'::text[]")
+def _columns(kind: Kind) -> sql.Composable:
+    """body, version, owner_ven, target_keys, target_values, program_id, client_id, resources."""
+    owned, targeted = kind in OWNED, kind is not REPORTS
+    resources = ("(SELECT jsonb_agg(jsonb_build_array(r.version, r.body) ORDER BY r.seq) FROM oadr_resources r "
+                 "WHERE r.ven_id = t.id)" if kind is VENS else "NULL::jsonb")
+    return sql.SQL(", ".join((
+        "t.body", "t.version", "t.owner_ven" if owned else "NULL::text",
+        "t.target_keys" if targeted else "'{}'::text[]", "t.target_values" if targeted else "'{}'::text[]",
+        _PROGRAM.get(kind.table, "NULL::text"), _CLIENT.get(kind.table, "NULL::text"), resources)))
 
 
-def _body(kind: Kind) -> sql.Composable:
-    """A VEN's body lists its resources, read from their own table."""
-    if kind is VENS:
-        return sql.SQL("body || jsonb_build_object('resources', COALESCE((SELECT jsonb_agg(r.body ORDER BY r.seq) "
-                       "FROM oadr_resources r WHERE r.ven_id = t.id), '[]'::jsonb))")
-    return sql.SQL("body")
+def _stored(row: Sequence[Any]) -> Stored:
+    body, version, owner, keys, values, program_id, client_id, resources = row
+    nested = tuple(Stored(b, version=v) for v, b in resources or ())
+    return Stored(body, owner, tuple(keys), version, tuple(values), program_id, client_id, nested)
 
 
 def fetch(conn: psycopg.Connection, kind: Kind, object_id: str) -> Stored:
-    row = conn.execute(sql.SQL("SELECT {}, {}, {} FROM {} t WHERE id = %s").format(
-        _body(kind), _owner(kind), _keys(kind), sql.Identifier(kind.table)), (object_id,)).fetchone()
+    row = conn.execute(sql.SQL("SELECT {} FROM {} t WHERE id = %s").format(
+        _columns(kind), sql.Identifier(kind.table)), (object_id,)).fetchone()
     if row is None:
         raise NotFound(f"{kind.path_name}: no {kind.object_type.lower()} {object_id}")
-    return Stored(row[0], row[1], tuple(row[2]))
+    return _stored(row)
 
 
 def get(conn: psycopg.Connection, kind: Kind, object_id: str) -> dict:
@@ -193,33 +239,53 @@ class Where:
         return self
 
 
-def search(conn: psycopg.Connection, kind: Kind, where: Where, page: Page) -> list[dict]:
+def search(conn: psycopg.Connection, kind: Kind, where: Where, page: Page) -> list[Stored]:
     condition = sql.SQL(" AND ".join(where.clauses) or "TRUE")
     query = sql.SQL("SELECT {} FROM {} t WHERE {} ORDER BY seq OFFSET %s LIMIT %s").format(
-        _body(kind), sql.Identifier(kind.table), condition)
-    return [r[0] for r in conn.execute(query, [*where.params, page.skip, page.limit])]
+        _columns(kind), sql.Identifier(kind.table), condition)
+    return [_stored(r) for r in conn.execute(query, [*where.params, page.skip, page.limit])]
 
 
-def ven_by_name(conn: psycopg.Connection, ven_name: str) -> dict | None:
-    row = conn.execute(sql.SQL("SELECT {} FROM oadr_vens t WHERE ven_name = %s").format(_body(VENS)),
-                       (ven_name,)).fetchone()
-    return None if row is None else row[0]
+def view(kind: Kind, stored: Stored, version: str) -> dict:
+    """The object as `version` shows it (a 3.0.1 ven with its resources)."""
+    body = models310.view(kind.object_type, stored.body, stored.version, version, client_id=stored.client_id,
+                          program_id=stored.program_id)
+    if kind is VENS and version == V301:
+        body["resources"] = [view(RESOURCES, r, V301) for r in stored.resources]
+    return body
+
+
+def _ven_columns(conn: psycopg.Connection, column: str, ven_name: str) -> set[str]:
+    """One target column of a VEN's ven object and of its resources."""
+    query = sql.SQL("SELECT {c} FROM oadr_vens WHERE ven_name = %s UNION ALL SELECT r.{c} FROM oadr_resources r "
+                    "JOIN oadr_vens v ON v.id = r.ven_id WHERE v.ven_name = %s").format(c=sql.Identifier(column))
+    return {key for (keys,) in conn.execute(query, (ven_name, ven_name)) for key in keys}
 
 
 def identity(conn: psycopg.Connection, ven_name: str) -> frozenset[str]:
-    """The target keys that reach this VEN (flexfleet.openadr.targets.ven_identity)."""
-    ven = ven_by_name(conn, ven_name)
-    if ven is None:
-        return ven_identity(ven_name)
-    return ven_identity(ven_name, ven.get("targets"), [r.get("targets") for r in ven.get("resources", ())])
+    """3.0.1: the target keys that reach this VEN, its VEN_NAME and those of its ven object and
+    resources (flexfleet.openadr.targets.ven_identity, from the columns, whoever wrote them)."""
+    return frozenset({target_key(VEN_NAME, ven_name), *_ven_columns(conn, "target_keys", ven_name)})
+
+
+def granted(conn: psycopg.Connection, ven_name: str) -> frozenset[str]:
+    """3.1.0: the targets the business logic granted a VEN, on its ven object and resources
+    (none without a ven object: 3.1.0 has no implicit target)."""
+    return frozenset(_ven_columns(conn, "target_values", ven_name))
+
+
+def ven_name_of(conn: psycopg.Connection, ven_id: str) -> str | None:
+    row = conn.execute("SELECT ven_name FROM oadr_vens WHERE id = %s", (ven_id,)).fetchone()
+    return None if row is None else row[0]
 
 
 def subscriptions_for(conn: psycopg.Connection, object_type: str, program_id: str | None) -> list[Stored]:
-    """Subscriptions that may hear of a change (flexfleet.openadr.notifications decides)."""
-    query = ("SELECT body, owner_ven FROM oadr_subscriptions WHERE %s = ANY(object_types)"
-             + ("" if program_id is None else " AND program_id = %s") + " ORDER BY seq")
-    params = (object_type,) if program_id is None else (object_type, program_id)
-    return [Stored(body, owner) for body, owner in conn.execute(query, params)]
+    """Subscriptions that may hear of a change (flexfleet.openadr.notifications and
+    models310.callbacks decide): to the object's program, or (3.1.0) to none in particular."""
+    where = Where().add("%s = ANY(object_types)", object_type)
+    if program_id is not None:
+        where.add("(program_id = %s OR program_id IS NULL)", program_id)
+    return search(conn, SUBSCRIPTIONS, where, Page(0, 2**31 - 1))
 
 
 # -- OAuth2 clients -----------------------------------------------------------------------------
