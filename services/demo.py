@@ -206,19 +206,26 @@ def bid_next_day(run: DemoRun) -> None:
                            issued.issued_at.isoformat(), "bids": len(stored.bids), "offered_mwh": round(offered, 2),
                            "expected_value_eur": str(p.objective.value_eur), "accepted_mwh": round(accepted, 2),
                            "revenue_eur": round(revenue, 2), "obligations": len(obligations),
+                           "local_flex_bids": sum(1 for b in stored.bids if b.grid_node is not None),
                            "solve_seconds": round(p.solve_seconds, 2)}
-    run.console.print(f"bids: {len(stored.bids)} for {day} ({auction}), {offered:.1f} MWh offered, "
+    local = run.summary["bids"]["local_flex_bids"]
+    run.console.print(f"bids: {len(stored.bids)} for {day} ({auction}; {local} on DSO orders), {offered:.1f} MWh offered, "
                       f"{accepted:.1f} MWh accepted, {len(obligations)} obligations; {out}")
 
 
 def bids_png(stored, cleared, path: Path) -> None:
-    """Offered and accepted MW per MTU and direction, with the clearing price."""
-    frame = pd.DataFrame([{"mtu": b.mtu_start, "direction": b.direction, "offered": float(b.volume_mw),
+    """Offered and accepted MW per MTU, one panel per market (FCR-D up, down, local orders), with
+    the clearing price: local prices are a hundred times FCR's and would flatten its panel."""
+    def panel(b) -> str:
+        return f"FCR-D {b.direction}" if b.product_id.startswith("FCR-D") else "local flex"
+
+    frame = pd.DataFrame([{"mtu": b.mtu_start, "panel": panel(b), "offered": float(b.volume_mw),
                            "accepted": float(mw), "price": float(price) if price is not None else float("nan")}
                           for b, mw, price in cleared])
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, layout="constrained")
-    for ax, direction in zip(axes, ("up", "down")):
-        g = frame[frame["direction"] == direction] if len(frame) else frame
+    panels = ["FCR-D up", "FCR-D down"] + (["local flex"] if len(frame) and (frame["panel"] == "local flex").any() else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3 * len(panels)), sharex=True, layout="constrained")
+    for ax, name in zip(axes, panels):
+        g = frame[frame["panel"] == name] if len(frame) else frame
         if len(g):
             t = pd.to_datetime(g["mtu"], utc=True)
             width = pd.Timedelta(minutes=50)
@@ -227,7 +234,7 @@ def bids_png(stored, cleared, path: Path) -> None:
             price = ax.twinx()
             price.plot(t + pd.Timedelta(minutes=25), g["price"], "o", color="tab:red", ms=3)
             price.set_ylabel("EUR/MW/h", color="tab:red")
-        ax.set_ylabel(f"FCR-D {direction} (MW)")
+        ax.set_ylabel(f"{name} (MW)")
         ax.grid(alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(loc="upper left")

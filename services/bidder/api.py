@@ -93,7 +93,8 @@ class BidOut(_Model):
     market_key: str
     auction: str
     direction: Literal["up", "down"]
-    grid_node: str | None
+    grid_node: str | None = Field(description="The grid node whose cars back a local-flex bid; null for TSO products.")
+    order_id: str | None = Field(None, description="The DSO order a local-flex bid answers; null for TSO products.")
     mtu_start: datetime = Field(description="UTC.")
     mtu_minutes: int
     volume_mw: Decimal

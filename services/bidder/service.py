@@ -1,6 +1,8 @@
 """Plan a delivery day from what the database knows: the registry, the latest forecast issued
 before now, its forecaster's calibrations; price scenarios and expected activation from the
-market simulator's data (the platform's price forecast is history of the same kind of day)."""
+market simulator's data (the platform's price forecast is history of the same kind of day), and
+the DSO orders at the fleet's grid nodes from the simulated marketplace (a real deployment reads
+them from the marketplace's API)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from flexfleet.domain.time import mtus_of_delivery_day
 from flexfleet.domain.zones import BiddingZone
 from flexfleet.markets import default_catalogue
 from flexfleet.markets.catalogue import Catalogue, FrequencyActivation
-from services.bidder.problem import bidding_problem, day_gate_closure, fleet_for_bidding, products, resolve_auction
+from services.bidder.problem import (bidding_problem, day_gate_closure, fleet_for_bidding, products, resolve_auction,
+                                     with_orders_explained)
 from services.bidder.store import StoredPlan, save_plan
 from services.forecaster.store import load_forecast, load_forecaster
 from services.simulator.market_prices import REGIMES
@@ -82,7 +85,7 @@ def validate(request: PlanRequest, catalogue: Catalogue) -> tuple[str, datetime]
 
 def plan_day(conn: psycopg.Connection, request: PlanRequest, catalogue: Catalogue | None = None) -> StoredPlan:
     """Plan, store and return the day's bids; bad input raises BiddingInputError naming the field."""
-    from services.simulator.market import expected_activation, price_scenarios
+    from services.simulator.market import dso_orders, expected_activation, price_scenarios
 
     catalogue = catalogue or default_catalogue()
     zone, now = validate(request, catalogue)
@@ -105,9 +108,10 @@ def plan_day(conn: psycopg.Connection, request: PlanRequest, catalogue: Catalogu
     days = [request.day - timedelta(days=k) for k in range(1, ACTIVATION_DAYS + 1)]
     activation = {p.id: expected_activation(p.id, days, seed=request.seed) for p in products(catalogue, zone)
                   if isinstance(p.activation.value, FrequencyActivation)}
+    orders = dso_orders(request.day, sorted(registry["grid_node"].dropna().astype(str).unique()), seed=request.seed)
     problem, markets = bidding_problem(request.day, zone, request.auction, now, catalogue,
                                        fleet_for_bidding(registry), availability,
-                                       load_forecaster(conn, version).calibrations, prices, activation)
-    plan = plan_bids(problem, request.solve)
+                                       load_forecaster(conn, version).calibrations, prices, activation, orders)
+    plan = with_orders_explained(plan_bids(problem, request.solve), markets)
     return save_plan(conn, plan, zone, request.day, markets.auction, now,
                      {m.key: m.product.mtu_minutes.value for m in markets.markets}, forecast_id)
