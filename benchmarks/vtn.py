@@ -129,11 +129,13 @@ def build_world(url: str, vens: int, background: int, base: str) -> World:
     fleet = generate_fleet(int(vens * 1.45) + 50, seed=3)
     home = {c.charger_id: c.site.site_id for c in fleet.chargers}
     placements: dict[str, Placement] = {}
+    placed: set[str] = set()
     for v in fleet.vehicles:          # one car per site backs the obligations: one event per site
         site = home.get(v.home_charger_id or "")
-        if site and site not in {p.site_id for p in placements.values()} and len(placements) < vens:
+        if site and site not in placed and len(placements) < vens:
             placements[v.vehicle_id] = Placement(v.vehicle_id, v.home_charger_id, site)
-    sites = sorted(p.site_id for p in placements.values())
+            placed.add(site)
+    sites = sorted(placed)
     if len(sites) < vens:
         raise SystemExit(f"the fleet has {len(sites)} sites with a home car, fewer than {vens}")
     secret_hash = hash_secret("ven-secret")          # one hash: 10,000 PBKDF2 runs would be the set-up

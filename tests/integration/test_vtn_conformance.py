@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from vtn_support import BL, post_id, running_vtn
+from vtn_support import BL, call_and_validate, post_id, running_vtn
 
 from services.dispatcher.vtn import BASE_PATH
 
@@ -117,9 +117,7 @@ def _aim_at_seeded(case, vtn: dict) -> None:
 
 def _check(case, vtn: dict) -> None:
     _aim_at_seeded(case, vtn)
-    reporting = case.operation.path.startswith("/reports") and case.method in ("POST", "PUT", "DELETE")
-    headers = vtn["ven"] if reporting else vtn["bl"]
-    case.call_and_validate(base_url=vtn["base_url"], headers=headers, checks=CHECKS, timeout=10)
+    call_and_validate(case, vtn, CHECKS)
 
 
 @shallow_operations.parametrize()

@@ -42,7 +42,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from vtn_support import BL, VENS, post_id, running_vtn
+from vtn_support import BL, VENS, call_and_validate, post_id, running_vtn
 
 from services.dispatcher.vtn import BASE_PATH_310
 
@@ -164,9 +164,7 @@ def _aim_at_seeded(case, vtn: dict) -> None:
 
 def _check(case, vtn: dict) -> None:
     _aim_at_seeded(case, vtn)
-    reporting = case.operation.path.startswith("/reports") and case.method in ("POST", "PUT", "DELETE")
-    case.call_and_validate(base_url=vtn["base_url"], headers=vtn["ven"] if reporting else vtn["bl"], checks=CHECKS,
-                           timeout=10)
+    call_and_validate(case, vtn, CHECKS)
 
 
 @shallow_operations.parametrize()

@@ -8,7 +8,8 @@
    in time).
 4. Disaggregate: each vehicle of a cluster gives the cluster's share of its held kW. Verify
    every bundle's P90 in each quarter with the full copula model; if one falls short, tighten
-   that bid's haircut in that quarter and re-solve (a few passes), then cut what is still short to the step below.
+   that bid's haircut in that quarter and re-solve (a few passes), then cut what is still
+   short to the step below.
 5. Price each bid at the bundle's cost (marginal) or best pay-as-bid offer; what is left out
    is reported with its reason.
 """
