@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,7 @@ from services.bidder.store import Obligation, list_obligations, obligation
 log = logging.getLogger(__name__)
 
 PAGE = 50                      # the VTN's page size cap
+SENDERS = 8                    # HTTP calls in flight (requests' pool keeps 10 connections per host)
 REASONS = ("left", "offline", "unplaced")
 
 
@@ -323,36 +325,42 @@ class Dispatcher:
 
     def _sync(self, o: Obligation, d: ObligationDispatch, report: DispatchReport) -> None:
         """Make the VTN's events say what `d` says: create what is missing (not all-zero ones),
-        update what changed."""
+        update what changed. The HTTP calls go out SENDERS at a time (one obligation can reach
+        thousands of sites); the rows are written here, on this connection's transaction."""
         program_id = self.program_id(o.product_id)
         stored = self._stored(o.obligation_id)
+        puts: list[tuple[SiteSignal, str, dict]] = []
+        creates: list[tuple[SiteSignal, dict]] = []
         for sig in site_signals(d):
             body = sig.event_body(program_id)
             if sig.ven_name in stored:
                 event_id, old = stored[sig.ven_name]
                 if parse_event(old) == sig:
                     report.unchanged += 1
-                    continue
-                self._put(event_id, body)
-                report.updated += 1
-                self.conn.execute("UPDATE dispatch_events SET body = %s, updated_at = now() "
-                                  "WHERE obligation_id = %s AND ven_name = %s",
-                                  (json.dumps(body), o.obligation_id, sig.ven_name))
-                continue
-            if sig.is_zero:
-                continue
-            event_id = self._create(body, sig, program_id, report)
+                else:
+                    puts.append((sig, event_id, body))
+            elif not sig.is_zero:
+                creates.append((sig, body))
+        with ThreadPoolExecutor(SENDERS, thread_name_prefix="dispatch") as senders:
+            updated = _all_done([senders.submit(self._put, event_id, body) for _, event_id, body in puts])
+            created = _all_done([senders.submit(self._create, body, sig, program_id) for sig, body in creates])
+        for (sig, _, body), _ in zip(puts, updated, strict=True):
+            report.updated += 1
+            self.conn.execute("UPDATE dispatch_events SET body = %s, updated_at = now() "
+                              "WHERE obligation_id = %s AND ven_name = %s",
+                              (json.dumps(body), o.obligation_id, sig.ven_name))
+        for (sig, body), (event_id, outcome) in zip(creates, created, strict=True):
+            setattr(report, outcome, getattr(report, outcome) + 1)
             self.conn.execute(
                 "INSERT INTO dispatch_events (obligation_id, ven_name, program_id, event_id, event_name, body) "
                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (obligation_id, ven_name) DO UPDATE SET "
                 "event_id = excluded.event_id, body = excluded.body, updated_at = now()",
                 (o.obligation_id, sig.ven_name, program_id, event_id, sig.event_name, json.dumps(body)))
 
-    def _create(self, body: dict, sig: SiteSignal, program_id: str, report: DispatchReport) -> str:
+    def _create(self, body: dict, sig: SiteSignal, program_id: str) -> tuple[str, str]:
+        """The event's id, and whether it was created, updated or found unchanged."""
         try:
-            event_id = self.bl.events.create_event(NewEvent.model_validate(body)).id
-            report.created += 1
-            return event_id
+            return self.bl.events.create_event(NewEvent.model_validate(body)).id, "created"
         except requests.HTTPError as exc:
             if exc.response is None or exc.response.status_code != 409:
                 raise
@@ -360,10 +368,8 @@ class Dispatcher:
         found = self._find_event(program_id, sig.ven_name, sig.event_name)
         if parse_event(found.model_dump(by_alias=True, mode="json")) != sig:
             self._put(found.id, body)
-            report.updated += 1
-        else:
-            report.unchanged += 1
-        return found.id
+            return found.id, "updated"
+        return found.id, "unchanged"
 
     def _put(self, event_id: str, body: dict) -> None:
         now = datetime.now(UTC).isoformat()      # provisioned by the VTN: what is sent is replaced
@@ -407,3 +413,10 @@ def _program_fields(p: NewProgram | ExistingProgram) -> dict[str, Any]:
 
 
 __all__ = ["DispatchReport", "Dispatcher", "MoveRecord", "bl_client"]
+
+
+def _all_done(futures: list[Future]) -> list[Any]:
+    """The futures' results in order, once all have finished: a failure is raised only after the
+    others are done, so no call is left running while the transaction rolls back."""
+    wait(futures)
+    return [f.result() for f in futures]

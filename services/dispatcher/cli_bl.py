@@ -1,10 +1,12 @@
-"""`flexfleet dispatch send|left`: obligations to OpenADR events in the VTN, and re-dispatch when
-a car leaves. The VTN and the business-logic client's credentials come from options or from
+"""`flexfleet dispatch send|left|vtn`: obligations to OpenADR events in the VTN, re-dispatch when
+a car leaves, and the VTN itself. The VTN and the business-logic client's credentials come from options or from
 FLEXFLEET_VTN_URL, FLEXFLEET_BL_CLIENT_ID and FLEXFLEET_BL_CLIENT_SECRET; the database from
 DATABASE_URL."""
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
 
 import psycopg
@@ -16,6 +18,7 @@ from rich.table import Table
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.time import delivery_day_bounds, parse_rfc3339
 from services.dispatcher.bl import Dispatcher, DispatchReport, bl_client
+from services.dispatcher.vtn.app import SECRET_ENV
 from services.runtime.config import Settings
 
 app = typer.Typer(name="dispatch", help="Send obligations to the sites as OpenADR events; re-dispatch.",
@@ -99,3 +102,19 @@ def left(
     back = _time(until, "until")
     _run(vtn, client_id, client_secret, token_url,
          lambda d: d.vehicle_left(vehicle, when, back, "offline" if offline else "left"))
+
+
+@app.command()
+def vtn(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8081, help="Port; the API is under /openadr3/3.0.1 and /openadr3/3.1.0."),
+    workers: int = typer.Option(1, min=1, help="Processes: about one per core (see docs/benchmarks.md)."),
+) -> None:
+    """Serve the OpenADR 3 VTN on DATABASE_URL; access tokens are signed with $FLEXFLEET_VTN_SECRET."""
+    _database_url()
+    if len(os.environ.get(SECRET_ENV, "").encode()) < 32:
+        raise typer.BadParameter(f"{SECRET_ENV} must be set to a signing secret of at least 32 bytes")
+    # uvicorn's own command line, in place of this process: each worker process then imports the
+    # VTN alone, not the whole `flexfleet` command (seconds, past uvicorn's worker health check).
+    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "services.dispatcher.vtn.app:app_from_env", "--factory",
+                              "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log"])

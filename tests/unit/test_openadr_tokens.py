@@ -72,3 +72,20 @@ def test_secrets() -> None:
     assert not verify_secret("s3cret", "garbage") and not verify_secret("x", "md5$1$AA==$AA==")
     with pytest.raises(ValueError):
         check_secret("short")
+
+
+def test_the_vtn_keeps_checked_tokens_but_not_past_their_expiry() -> None:
+    from services.dispatcher.vtn.auth import TokenPolicy
+
+    policy = TokenPolicy(SECRET, HOUR)
+    ven = Principal("c-7", "VEN", ROLE_SCOPES["VEN"], "ven-7")
+    token = issue_token(ven, SECRET, NOW, HOUR)
+    assert policy.principal(token, NOW) == ven and token in policy.verified
+    assert policy.principal(token, NOW + HOUR - timedelta(seconds=1)) == ven
+    with pytest.raises(TokenError, match="expired"):
+        policy.principal(token, NOW + HOUR)
+    forged = issue_token(ven, SECRET + "x", NOW, HOUR)
+    for _ in range(2):
+        with pytest.raises(TokenError):
+            policy.principal(forged, NOW)
+    assert forged not in policy.verified

@@ -87,18 +87,29 @@ def issue_token(principal: Principal, secret: str, now: datetime, ttl: timedelta
 
 def read_token(token: str, secret: str, now: datetime) -> Principal:
     """The principal of a valid token; TokenError for anything else."""
+    principal, expires = read_signed(token, secret)
+    return unexpired(principal, expires, now)
+
+
+def read_signed(token: str, secret: str) -> tuple[Principal, int]:
+    """The principal of a token signed with `secret` and its expiry (epoch s), not yet checked
+    against the clock: a verifier may keep this answer for the token's lifetime."""
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": False})
     except jwt.PyJWTError as exc:
         raise TokenError(f"invalid token: {exc}") from None
-    if claims["exp"] <= now.timestamp():
-        raise TokenError("the token has expired")
     role = claims.get("role")
     if role not in ROLE_SCOPES or (role == "VEN") != isinstance(claims.get("ven"), str):
         raise TokenError("invalid token: bad role claims")
     scopes = frozenset(str(claims.get("scope", "")).split()) & ROLE_SCOPES[role]
-    return Principal(str(claims["sub"]), role, scopes, claims.get("ven"))
+    return Principal(str(claims["sub"]), role, scopes, claims.get("ven")), int(claims["exp"])
+
+
+def unexpired(principal: Principal, expires: int, now: datetime) -> Principal:
+    if expires <= now.timestamp():
+        raise TokenError("the token has expired")
+    return principal
 
 
 def hash_secret(secret: str, salt: bytes | None = None) -> str:

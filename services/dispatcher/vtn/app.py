@@ -24,7 +24,7 @@ the shape objects are shown in (services/dispatcher/vtn/README.md, "3.1.0").
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +32,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import orjson
 import psycopg
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -72,6 +73,8 @@ from services.dispatcher.vtn.store import (
     Where,
 )
 from services.openapi import openapi_without_422
+from services.runtime.config import Settings
+from services.runtime.connection import PooledConnections
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +177,15 @@ def _text(name: str, value: str | None) -> str | None:
     return value
 
 
+class _ObjectsResponse(JSONResponse):
+    """Objects are JSON from the database: orjson renders them several times faster."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _respond(body: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status)
+    return _ObjectsResponse(body, status_code=status)
 
 
 def _doc(model: Any, status: int = 200, list_of: bool = False) -> dict[int | str, Any]:
@@ -199,12 +209,13 @@ class Filter301:
             where.add("%s = ANY(target_types)", self.flt.type)
         return where
 
-    def reachable(self, conn: psycopg.Connection, who: Principal, where: Where) -> tuple[Where, frozenset | None]:
+    async def reachable(self, conn: psycopg.AsyncConnection, who: Principal, where: Where
+                        ) -> tuple[Where, frozenset | None]:
         """Programs and events: a VEN's searches keep what is targeted at it or at no one."""
         self.filtered(where)
         if who.is_ven:
-            where.add("(cardinality(target_keys) = 0 OR target_keys && %s::text[])",
-                      sorted(store.identity(conn, who.ven_name)))
+            reaching, params = store.identity_sql(who.ven_name)
+            where.add(f"(cardinality(target_keys) = 0 OR target_keys && {reaching})", *params)
         return where, None
 
 
@@ -219,25 +230,28 @@ class Filter310:
     def filtered(self, where: Where) -> Where:
         return where.add("target_values @> %s::text[]", list(self.targets)) if self.targets else where
 
-    def reachable(self, conn: psycopg.Connection, who: Principal, where: Where) -> tuple[Where, frozenset | None]:
+    async def reachable(self, conn: psycopg.AsyncConnection, who: Principal, where: Where
+                        ) -> tuple[Where, frozenset | None]:
         if not who.is_ven:
             return self.filtered(where), None
         if not self.targets:
             return where.add("cardinality(target_keys) = 0"), frozenset()
-        asked = store.granted(conn, who.ven_name) & set(self.targets)
+        asked = await store.agranted(conn, who.ven_name) & set(self.targets)
         if not asked:
             return where.add("FALSE"), frozenset()
         return where.add("target_values @> %s::text[]", sorted(asked)), frozenset(asked)
 
 
-def filter_301(targetType: TargetType = None, targetValues: TargetValues = None) -> Filter301:
+# The request's dependencies are `async def`: they only compute, and FastAPI would run a plain
+# `def` in a worker thread, a thread hop per dependency per request (benchmarks/vtn.py).
+async def filter_301(targetType: TargetType = None, targetValues: TargetValues = None) -> Filter301:
     _text("targetType", targetType)
     for value in targetValues or ():
         _text("targetValues", value)
     return Filter301(target_filter(targetType, targetValues))
 
 
-def filter_310(targets: Targets = None) -> Filter310:
+async def filter_310(targets: Targets = None) -> Filter310:
     for value in targets or ():
         _text("targets", value)
         if not 1 <= len(value) <= 128:
@@ -245,29 +259,29 @@ def filter_310(targets: Targets = None) -> Filter310:
     return Filter310(tuple(dict.fromkeys(targets or ())))
 
 
-def no_filter() -> Filter310:
+async def no_filter() -> Filter310:
     """3.1.0 took the target filter off subscription searches."""
     return Filter310()
 
 
-def no_active() -> bool | None:
+async def no_active() -> bool | None:
     return None
 
 
-def active_310(active: Annotated[bool | None, Query(description="Only events that have not transpired.")] = None
-               ) -> bool | None:
+async def active_310(active: Annotated[bool | None, Query(description="Only events that have not transpired.")] = None
+                     ) -> bool | None:
     return active
 
 
-def ven_in_path(venID: ID) -> str:
+async def ven_in_path(venID: ID) -> str:
     return venID
 
 
-def ven_in_query(venID: QueryID = None) -> str | None:
+async def ven_in_query(venID: QueryID = None) -> str | None:
     return venID
 
 
-def ven_in_body() -> None:
+async def ven_in_body() -> None:
     """3.1.0: a resource names its ven in its body."""
 
 
@@ -327,12 +341,15 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
     if not secret:
         raise ValueError(f"the VTN needs a token signing secret: pass secret= or set {SECRET_ENV}")
     policy = TokenPolicy(secret, token_ttl)
-    notifier = Notifier(database_url, delivery)
+    connections = PooledConnections(database_url)
+    notifier = Notifier(connections, delivery)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         notifier.close()
+        connections.close()
+        await connections.aclose()
 
     app = FastAPI(title="flexfleet OpenADR 3 VTN", version="3.0.1", lifespan=lifespan,
                   description=__doc__.split("\n\n", 1)[0], docs_url=f"{BASE_PATH}/docs",
@@ -349,11 +366,10 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
     app.openapi = lambda: document(API_301)  # type: ignore[method-assign]
     _install_error_handlers(app)
 
-    def connect() -> psycopg.Connection:
-        return psycopg.connect(database_url, autocommit=True, connect_timeout=5)
+    connect = connections.connection
 
-    def scoped(scope: str) -> Callable[[Request], Principal]:
-        def caller(request: Request) -> Principal:
+    def scoped(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+        async def caller(request: Request) -> Principal:
             return require(principal_of(request, policy), scope)
         return caller
 
@@ -421,15 +437,15 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                                 401: {"model": AuthError, "description": "invalid_client with HTTP Basic"}})
         async def fetch_token(request: Request) -> JSONResponse:
             """OAuth2 client credentials (form body or HTTP Basic); RFC 6749 errors."""
-            return await token_endpoint(request, database_url, policy)
+            return await token_endpoint(request, connections, policy)
 
         # -- programs ---------------------------------------------------------------------------
         @router.get("/programs", tags=["programs"], responses=_doc(shown["PROGRAM"], list_of=True))
-        def search_programs(who: Reader, sel: Filter, skip: Skip = None, limit: Limit = None) -> JSONResponse:
+        async def search_programs(who: Reader, sel: Filter, skip: Skip = None, limit: Limit = None) -> JSONResponse:
             pg = page(skip, limit)
-            with connect() as conn:
-                where, targets = sel.reachable(conn, who, Where())
-                return outs(PROGRAMS, store.search(conn, PROGRAMS, where, pg), targets)
+            async with connections.aconnection() as conn:
+                where, targets = await sel.reachable(conn, who, Where())
+                return outs(PROGRAMS, await store.asearch(conn, PROGRAMS, where, pg), targets)
 
         @router.post("/programs", tags=["programs"], status_code=201, responses=_doc(shown["PROGRAM"], 201))
         def create_program(body: Annotated[api.program, Body()],
@@ -465,16 +481,16 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
 
         # -- events -----------------------------------------------------------------------------
         @router.get("/events", tags=["events"], responses=_doc(shown["EVENT"], list_of=True))
-        def search_events(who: Reader, sel: Filter, active: Annotated[bool | None, Depends(api.active)],
-                          programID: QueryID = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
+        async def search_events(who: Reader, sel: Filter, active: Annotated[bool | None, Depends(api.active)],
+                                programID: QueryID = None, skip: Skip = None, limit: Limit = None) -> JSONResponse:
             pg, where = page(skip, limit), Where()
             if programID is not None:
                 where.add("program_id = %s", programID)
             if active:
                 where.add("(ends_at IS NULL OR ends_at > now())")
-            with connect() as conn:
-                where, targets = sel.reachable(conn, who, where)
-                return outs(EVENTS, store.search(conn, EVENTS, where, pg), targets)
+            async with connections.aconnection() as conn:
+                where, targets = await sel.reachable(conn, who, where)
+                return outs(EVENTS, await store.asearch(conn, EVENTS, where, pg), targets)
 
         @router.post("/events", tags=["events"], status_code=201, responses=_doc(shown["EVENT"], 201))
         def create_event(body: Annotated[api.event, Body()],
@@ -859,3 +875,12 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
         return get_swagger_ui_html(openapi_url=f"{BASE_PATH_310}/openapi.json", title="flexfleet OpenADR 3.1.0 VTN")
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """`create_app` on $DATABASE_URL (and $FLEXFLEET_VTN_SECRET): the factory each uvicorn worker
+    process calls (`flexfleet dispatch vtn --workers N`)."""
+    url = Settings.from_env().database_url
+    if not url:
+        raise ValueError("DATABASE_URL must be set to the VTN's database")
+    return create_app(url)

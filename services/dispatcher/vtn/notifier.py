@@ -30,6 +30,7 @@ from flexfleet.openadr.models310 import V301, V310, hide_targets
 from flexfleet.openadr.notifications import Callback, Change, callbacks, deliverable, notification
 from flexfleet.openadr.targets import reaches, target_keys
 from services.dispatcher.vtn import store
+from services.runtime.connection import PooledConnections
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ HTTP_METHOD = {"CREATE": "POST", "UPDATE": "PUT", "DELETE": "DELETE"}
 class Notifier:
     """Background delivery of notifications; `drain` waits for what was published so far."""
 
-    def __init__(self, database_url: str, delivery: Delivery = Delivery(), workers: int = 4) -> None:
-        self.database_url = database_url
+    def __init__(self, connections: PooledConnections, delivery: Delivery = Delivery(), workers: int = 4) -> None:
+        self.connections = connections
         self.delivery = delivery
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vtn-notify")
         self._client = httpx.Client(timeout=delivery.timeout_s)
@@ -123,7 +124,7 @@ class Notifier:
         3.1.0, per owner, whose view of the targets may differ)."""
         kind, stored, operation = published.kind, published.stored, published.operation
         sends: dict[tuple, tuple[Callback, dict]] = {}
-        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+        with self.connections.connection() as conn:
             views = {v: store.view(kind, stored, v) for v in (V301, V310)}
             for sub in store.subscriptions_for(conn, kind.object_type, stored.program_id):
                 if sub.version == V301:

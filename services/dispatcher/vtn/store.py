@@ -13,6 +13,7 @@ a reference to a missing object a BadReference, both naming the body member at f
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +59,10 @@ def _targeting(body: dict, version: str) -> dict[str, Any]:
     return {"target_keys": target_keys(typed), "target_types": target_types(typed), "target_values": sorted(values)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Kind:
-    """One object type: its table and the columns derived from its body (of a version)."""
+    """One object type: its table and the columns derived from its body (of a version). Each is
+    a module constant, equal only to itself."""
 
     object_type: str
     table: str
@@ -239,11 +241,25 @@ class Where:
         return self
 
 
+@functools.lru_cache(maxsize=256)
+def _search_sql(kind: Kind, clauses: tuple[str, ...]) -> str:
+    """A search's text, kept per shape: composing it anew cost more than a poll's own query."""
+    return sql.SQL("SELECT {} FROM {} t WHERE {} ORDER BY seq OFFSET %s LIMIT %s").format(
+        _columns(kind), sql.Identifier(kind.table), sql.SQL(" AND ".join(clauses) or "TRUE")).as_string(None)
+
+
+def _search(kind: Kind, where: Where, page: Page) -> tuple[str, list[Any]]:
+    return _search_sql(kind, tuple(where.clauses)), [*where.params, page.skip, page.limit]
+
+
 def search(conn: psycopg.Connection, kind: Kind, where: Where, page: Page) -> list[Stored]:
-    condition = sql.SQL(" AND ".join(where.clauses) or "TRUE")
-    query = sql.SQL("SELECT {} FROM {} t WHERE {} ORDER BY seq OFFSET %s LIMIT %s").format(
-        _columns(kind), sql.Identifier(kind.table), condition)
-    return [_stored(r) for r in conn.execute(query, [*where.params, page.skip, page.limit])]
+    return [_stored(r) for r in conn.execute(*_search(kind, where, page))]
+
+
+async def asearch(conn: psycopg.AsyncConnection, kind: Kind, where: Where, page: Page) -> list[Stored]:
+    """`search` on an asyncio connection: the VEN polling searches (no worker thread per poll)."""
+    cursor = await conn.execute(*_search(kind, where, page))
+    return [_stored(r) for r in await cursor.fetchall()]
 
 
 def view(kind: Kind, stored: Stored, version: str) -> dict:
@@ -255,23 +271,38 @@ def view(kind: Kind, stored: Stored, version: str) -> dict:
     return body
 
 
-def _ven_columns(conn: psycopg.Connection, column: str, ven_name: str) -> set[str]:
-    """One target column of a VEN's ven object and of its resources."""
-    query = sql.SQL("SELECT {c} FROM oadr_vens WHERE ven_name = %s UNION ALL SELECT r.{c} FROM oadr_resources r "
-                    "JOIN oadr_vens v ON v.id = r.ven_id WHERE v.ven_name = %s").format(c=sql.Identifier(column))
-    return {key for (keys,) in conn.execute(query, (ven_name, ven_name)) for key in keys}
+def _ven_array(column: str) -> str:
+    """SQL for an array of one target column over a VEN's ven object and its resources; its
+    parameters are the ven_name, twice."""
+    assert column in ("target_keys", "target_values")
+    return (f"ARRAY(SELECT unnest({column}) FROM oadr_vens WHERE ven_name = %s UNION ALL SELECT unnest(r.{column}) "
+            "FROM oadr_resources r JOIN oadr_vens v ON v.id = r.ven_id WHERE v.ven_name = %s)")
+
+
+def identity_sql(ven_name: str) -> tuple[str, tuple[str, ...]]:
+    """3.0.1: SQL (and its parameters) for the target keys that reach this VEN, its VEN_NAME and
+    those of its ven object and resources (flexfleet.openadr.targets.ven_identity, from the
+    columns, whoever wrote them). A search embeds it to filter in one round trip."""
+    return f"(ARRAY[%s::text] || {_ven_array('target_keys')})", (target_key(VEN_NAME, ven_name), ven_name, ven_name)
 
 
 def identity(conn: psycopg.Connection, ven_name: str) -> frozenset[str]:
-    """3.0.1: the target keys that reach this VEN, its VEN_NAME and those of its ven object and
-    resources (flexfleet.openadr.targets.ven_identity, from the columns, whoever wrote them)."""
-    return frozenset({target_key(VEN_NAME, ven_name), *_ven_columns(conn, "target_keys", ven_name)})
+    query, params = identity_sql(ven_name)
+    return frozenset(conn.execute(f"SELECT {query}", params).fetchone()[0])
+
+
+_GRANTED = f"SELECT {_ven_array('target_values')}"
 
 
 def granted(conn: psycopg.Connection, ven_name: str) -> frozenset[str]:
     """3.1.0: the targets the business logic granted a VEN, on its ven object and resources
     (none without a ven object: 3.1.0 has no implicit target)."""
-    return frozenset(_ven_columns(conn, "target_values", ven_name))
+    return frozenset(conn.execute(_GRANTED, (ven_name, ven_name)).fetchone()[0])
+
+
+async def agranted(conn: psycopg.AsyncConnection, ven_name: str) -> frozenset[str]:
+    cursor = await conn.execute(_GRANTED, (ven_name, ven_name))
+    return frozenset((await cursor.fetchone())[0])
 
 
 def ven_name_of(conn: psycopg.Connection, ven_id: str) -> str | None:
