@@ -395,3 +395,27 @@ def test_own_openapi_document_and_secret_from_the_environment(db_url: str, monke
         document = client.get(f"{B}/openapi.json").json()
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert len(operations) == 31 and all("422" not in op["responses"] for op in operations)
+
+
+def test_a_database_restart_costs_a_503_at_most_never_a_wrong_answer(db_url_on_own_server, monkeypatch) -> None:
+    """The pooled connections outlive a database restart: while it is down, polls and writes
+    get the 503 problem with Retry-After; once it is back, both work again without the VTN
+    being restarted (idle connections are checked before use, broken ones replaced)."""
+    from services.runtime.connection import PooledConnections
+
+    monkeypatch.setattr(PooledConnections, "CHECK_AFTER_S", 0.0)    # check every hand-out
+    db_url, server = db_url_on_own_server
+    register_all(db_url)
+    with TestClient(create_app(db_url, secret=SECRET)) as client:
+        bl = bearer(token(client, *BL))
+        program = client.post(f"{B}/programs", json={"programName": "p"}, headers=bl).json()["id"]
+        assert client.get(f"{B}/events", headers=bl).status_code == 200
+        server.stop()
+        for response in (client.get(f"{B}/events", headers=bl),
+                         client.post(f"{B}/events", json={"programID": program, "intervals": [INTERVAL]}, headers=bl)):
+            assert_problem(response, 503)
+            assert response.headers["Retry-After"] == "5"
+        server.start()
+        created = client.post(f"{B}/events", json={"programID": program, "intervals": [INTERVAL]}, headers=bl)
+        assert created.status_code == 201, created.text
+        assert [e["id"] for e in client.get(f"{B}/events", headers=bl).json()] == [created.json()["id"]]
