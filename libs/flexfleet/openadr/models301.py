@@ -11,8 +11,10 @@ needs an interval, a report a resource) that a server must not impose.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    model_serializer,
 )
 
 OBJECT_ID_PATTERN = r"^[a-zA-Z0-9_-]*$"
@@ -88,14 +89,43 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="ignore", regex_engine="python-re", allow_inf_nan=False, strict=True)
     NULLABLE: ClassVar[frozenset[str]] = frozenset()
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_optionals(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None or k in self.NULLABLE}
-
     def body(self) -> dict[str, Any]:
-        """The JSON body, as stored and as sent."""
-        return self.model_dump(mode="json")
+        """The JSON body, as stored and as sent: members left out or null are omitted, except
+        those the spec lets be null (NULLABLE), which are kept as null. pydantic omits the
+        nulls; only the few models with nullable members are walked to put theirs back (a
+        report of thousands of intervals would otherwise take a Python call per interval)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        _restore_nulls(self, data)
+        return data
+
+
+def _restore_nulls(model: SpecModel, data: dict[str, Any]) -> None:
+    for name in model.NULLABLE:
+        if name in type(model).model_fields and getattr(model, name) is None:
+            data[name] = None
+    for name in _fields_keeping_nulls(type(model)):
+        value = getattr(model, name)
+        for item, out in zip(value, data[name], strict=True) if isinstance(value, list) else ((value, data.get(name)),):
+            if isinstance(item, SpecModel):
+                _restore_nulls(item, out)
+
+
+@functools.cache
+def _fields_keeping_nulls(cls: type[SpecModel]) -> tuple[str, ...]:
+    """The fields of `cls` whose models (or models inside them) have nullable members."""
+    return tuple(name for name, f in cls.model_fields.items() if any(_keeps_nulls(m) for m in _models_in(f.annotation)))
+
+
+@functools.cache
+def _keeps_nulls(cls: type[SpecModel]) -> bool:
+    return bool(cls.NULLABLE) or bool(_fields_keeping_nulls(cls))
+
+
+def _models_in(annotation: Any) -> Iterator[type[SpecModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, SpecModel):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _models_in(arg)
 
 
 class Point(SpecModel):

@@ -110,7 +110,7 @@ def problem(request: Request, status: int, reason: str, field: str | None = None
     body = Problem(type=PROBLEM_TYPES.get(status, "about:blank"), title=HTTPStatus(status).phrase, status=status,
                    detail=f"{field}: {reason}" if field else reason, instance=_instance(request),
                    field=field)
-    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+    return JSONResponse(body.body(), status_code=status, headers=headers)
 
 
 def _instance(request: Request) -> str:
