@@ -77,7 +77,7 @@ def test_money_and_formatting() -> None:
     assert str(Money(1234, "NOK") + Money(1, "NOK")) == "12.35 NOK"
     with pytest.raises(DomainError, match="currency: cannot combine EUR with SEK"):
         Money(1, "EUR") + Money(1, "SEK")
-    with pytest.raises(DomainError, match="currency: unknown currency 'GBP'"):
+    with pytest.raises(DomainError, match="currency: must be one of EUR, SEK, NOK, DKK; got 'GBP'"):
         Money(1, "GBP")
 
 

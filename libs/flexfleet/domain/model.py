@@ -71,7 +71,7 @@ class Chemistry(StrEnum):
 E = TypeVar("E", bound=StrEnum)
 
 
-def _enum(cls: type[E], value: object, name: str) -> E:
+def as_enum(cls: type[E], value: object, name: str) -> E:
     if isinstance(value, cls):
         return value
     try:
@@ -119,8 +119,8 @@ class Owner:
     def __post_init__(self) -> None:
         _id(self.owner_id, "owner_id")
         _text(self.name, "name")
-        _set(self, "language", _enum(Language, self.language, "language"))
-        _set(self, "currency", _enum(Currency, self.currency, "currency"))
+        _set(self, "language", as_enum(Language, self.language, "language"))
+        _set(self, "currency", as_enum(Currency, self.currency, "currency"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +138,10 @@ class Site:
 
     def __post_init__(self) -> None:
         _id(self.site_id, "site_id")
-        _set(self, "kind", _enum(SiteKind, self.kind, "kind"))
+        _set(self, "kind", as_enum(SiteKind, self.kind, "kind"))
         _id(self.grid_node, "grid_node")
         _set(self, "bidding_zone", BiddingZone.parse(self.bidding_zone))
-        _set(self, "earthing", _enum(Earthing, self.earthing, "earthing"))
+        _set(self, "earthing", as_enum(Earthing, self.earthing, "earthing"))
         _number(self.max_import_kw, "max_import_kw", lo=0, lo_open=True)
         _number(self.max_export_kw, "max_export_kw", lo=0)
         tz = self.timezone or self.bidding_zone.timezone
@@ -170,7 +170,7 @@ class Charger:
         _id(self.charger_id, "charger_id")
         if not isinstance(self.site, Site):
             raise DomainError("site", f"must be a Site; got {type(self.site).__name__}")
-        _set(self, "current", _enum(CurrentType, self.current, "current"))
+        _set(self, "current", as_enum(CurrentType, self.current, "current"))
         if not isinstance(self.bidirectional, bool):
             raise DomainError("bidirectional", f"must be true or false; got {self.bidirectional!r}")
         _number(self.max_charge_kw, "max_charge_kw", lo=0, lo_open=True)
@@ -220,7 +220,7 @@ class VehicleSpec:
         _text(self.make, "make")
         _text(self.model, "model")
         _number(self.battery_kwh, "battery_kwh", lo=0, lo_open=True, hi=300)
-        _set(self, "chemistry", _enum(Chemistry, self.chemistry, "chemistry"))
+        _set(self, "chemistry", as_enum(Chemistry, self.chemistry, "chemistry"))
         _number(self.max_ac_charge_kw, "max_ac_charge_kw", lo=0, lo_open=True, hi=43)
         _number(self.max_discharge_kw, "max_discharge_kw", lo=0, hi=400)
         lo = _number(self.usable_soc_min_pct, "usable_soc_min_pct", lo=0, hi=100)
@@ -231,7 +231,7 @@ class VehicleSpec:
             _number(self.oem_discharge_cap_kwh_per_year, "oem_discharge_cap_kwh_per_year", lo=0, lo_open=True)
         _number(self.kwh_per_km, "kwh_per_km", lo=0.05, hi=1.0)
         if self.v2g_current is not None:
-            _set(self, "v2g_current", _enum(CurrentType, self.v2g_current, "v2g_current"))
+            _set(self, "v2g_current", as_enum(CurrentType, self.v2g_current, "v2g_current"))
         if not isinstance(self.v2g_capable, bool):
             raise DomainError("v2g_capable", f"must be true or false; got {self.v2g_capable!r}")
         if self.v2g_capable:

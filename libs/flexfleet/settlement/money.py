@@ -20,7 +20,7 @@ from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation,
 from fractions import Fraction
 
 from flexfleet.domain.errors import DomainError
-from flexfleet.domain.model import Currency
+from flexfleet.domain.model import Currency, as_enum
 from flexfleet.markets.exchange_rates import ExchangeRate, ExchangeRates
 
 # Digits after the decimal point of each currency's minor unit (ISO 4217: all four have 2).
@@ -36,13 +36,7 @@ EXACT = Context(prec=60, traps=[Inexact, Overflow, InvalidOperation, DivisionByZ
 
 def currency(value: object, field: str = "currency") -> Currency:
     """`value` as a Currency, or a DomainError naming `field` and the known currencies."""
-    if isinstance(value, Currency):
-        return value
-    try:
-        return Currency(value)
-    except ValueError:
-        known = ", ".join(c.value for c in Currency)
-        raise DomainError(field, f"unknown currency {value!r}; known: {known}") from None
+    return as_enum(Currency, value, field)
 
 
 def decimal(value: object, field: str, *, lo: Decimal | None = Decimal(0), hi: Decimal | None = None,
