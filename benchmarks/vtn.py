@@ -340,7 +340,10 @@ def report(args, body_bytes: int, results: dict[str, list[float]]) -> None:
           "Reproduce: `.venv/bin/python benchmarks/vtn.py --write-docs` (or `make bench`).", "",
           f"Open loop at {args.rate:,.0f} polls/s for {args.seconds:.0f} s (latency from each request's scheduled "
           "time), then a closed loop with 32 polls in flight. The floor is a bare FastAPI app in one uvicorn process "
-          "returning the same body from memory: what the framework and the load generator cost.", "",
+          "returning the same body from memory: what the framework and the load generator cost. The runs follow "
+          "each other on one VTN: the first is most VENs' first poll since it started, whose token signature is "
+          "checked before it is cached (the cold start after a VTN restart), and each later run follows the "
+          "previous run's new obligation.", "",
           "| figure | VTN | runs | floor | VTN / floor |", "|---|---:|---|---:|---:|"]
     for label, key, floor_key, fmt in rows:
         runs = ", ".join(f"{x:{fmt}}" for x in results[key])
