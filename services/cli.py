@@ -10,6 +10,7 @@ from services.bidder.cli import app as bid_app
 from services.bidder.cli import markets_app
 from services.demo import DemoOptions, run_demo
 from services.dispatcher.cli_bl import app as dispatch_app
+from services.dispatcher.cli_day import dispatch_day
 from services.dispatcher.cli_deliveries import verify as dispatch_verify
 from services.forecaster.cli import app as forecast_app
 from services.ingest.cli import ingest
@@ -29,6 +30,7 @@ app.add_typer(forecast_app)
 app.add_typer(bid_app)
 app.add_typer(markets_app)
 dispatch_app.command("verify")(dispatch_verify)
+dispatch_app.command("day")(dispatch_day)
 app.add_typer(dispatch_app)
 app.add_typer(ven_app)
 

@@ -6,6 +6,7 @@ them from the marketplace's API)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,6 +16,7 @@ import psycopg
 from flexfleet.bidding import Availability, BiddingInputError, PriceScenarios, SolveOptions, plan_bids
 from flexfleet.domain.time import mtus_of_delivery_day
 from flexfleet.domain.zones import BiddingZone
+from flexfleet.forecast.portfolio import Calibration
 from flexfleet.markets import default_catalogue
 from flexfleet.markets.catalogue import Catalogue, FrequencyActivation
 from services.bidder.problem import (bidding_problem, day_gate_closure, fleet_for_bidding, products, resolve_auction,
@@ -84,9 +86,8 @@ def validate(request: PlanRequest, catalogue: Catalogue) -> tuple[str, datetime]
 
 
 def plan_day(conn: psycopg.Connection, request: PlanRequest, catalogue: Catalogue | None = None) -> StoredPlan:
-    """Plan, store and return the day's bids; bad input raises BiddingInputError naming the field."""
-    from services.simulator.market import dso_orders, expected_activation, price_scenarios
-
+    """Plan, store and return the day's bids from the latest forecast issued before `now`; bad
+    input raises BiddingInputError naming the field."""
     catalogue = catalogue or default_catalogue()
     zone, now = validate(request, catalogue)
     found = conn.execute(_FORECAST_BEFORE, (zone, now)).fetchone()
@@ -100,9 +101,22 @@ def plan_day(conn: psycopg.Connection, request: PlanRequest, catalogue: Catalogu
     if not len(forecast.vehicles) or not pd.DatetimeIndex(forecast.vehicles["target_start"]).isin(quarters).any():
         raise BiddingInputError(f"forecast: the latest forecast (issued {issued_at.isoformat()}) does not reach "
                                 f"delivery day {request.day}; issue a newer one")
+    return plan_from_availability(conn, request, availability, load_forecaster(conn, version).calibrations,
+                                  forecast_id, catalogue)
+
+
+def plan_from_availability(conn: psycopg.Connection, request: PlanRequest, availability: Availability,
+                           calibrations: Mapping[str, Calibration], forecast_id: str | None = None,
+                           catalogue: Catalogue | None = None) -> StoredPlan:
+    """Plan, store and return the day's bids on a given availability: the stored forecast's
+    (`plan_day`), or what a perfect forecaster would have said (a simulated dispatch day)."""
+    from services.simulator.market import dso_orders, expected_activation, price_scenarios
+
+    catalogue = catalogue or default_catalogue()
+    zone, now = validate(request, catalogue)
     registry = registry_vehicles(conn, list(availability.vehicle_ids))
     if registry.empty:
-        raise BiddingInputError(f"fleet: none of the forecast's vehicles is in the registry for {zone}")
+        raise BiddingInputError(f"fleet: none of the vehicles planned for is in the registry for {zone}")
     prices = PriceScenarios.like(price_scenarios(request.day, request.scenarios, regime=request.regime,
                                                  seed=request.seed, before=request.day))
     days = [request.day - timedelta(days=k) for k in range(1, ACTIVATION_DAYS + 1)]
@@ -110,8 +124,8 @@ def plan_day(conn: psycopg.Connection, request: PlanRequest, catalogue: Catalogu
                   if isinstance(p.activation.value, FrequencyActivation)}
     orders = dso_orders(request.day, sorted(registry["grid_node"].dropna().astype(str).unique()), seed=request.seed)
     problem, markets = bidding_problem(request.day, zone, request.auction, now, catalogue,
-                                       fleet_for_bidding(registry), availability,
-                                       load_forecaster(conn, version).calibrations, prices, activation, orders)
+                                       fleet_for_bidding(registry), availability, calibrations, prices, activation,
+                                       orders)
     plan = with_orders_explained(plan_bids(problem, request.solve), markets)
     return save_plan(conn, plan, zone, request.day, markets.auction, now,
                      {m.key: m.product.mtu_minutes.value for m in markets.markets}, forecast_id)

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from flexfleet.dispatch.signals import RESOURCE_NAME
+from flexfleet.dispatch.signals import RESOURCE_NAME, split_resource_name
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.time import to_utc
 from services.dispatcher.deliveries import write_measurements
@@ -64,16 +64,26 @@ def fetch_reports(bl: Any, event_id: str) -> list[dict[str, Any]]:
         skip += PAGE
 
 
+def _vehicle(resource_name: object) -> str | None:
+    try:
+        return split_resource_name(resource_name)[1]
+    except DomainError:
+        return None
+
+
 def report_rows(report: dict[str, Any], ven_name: str, resources: Sequence[str]) -> list[dict[str, Any]]:
     """The measured_power rows of one report on an event of `ven_name` listing `resources`;
-    a report from another client or for a resource the event does not list is refused."""
+    a report from another client or on a car the event does not list is refused. A listed car
+    may be reported on another charger of the site than the one the event named: the site
+    follows the car (a shared hub's cars take whichever charger is free)."""
     if report.get("clientName") != ven_name:
         raise DomainError("clientName", f"the event is for {ven_name!r}, "
                                         f"the report is from {report.get('clientName')!r}")
-    listed = set(resources)
-    strangers = sorted({r.get("resourceName") for r in report.get("resources") or ()} - listed)
+    cars = {_vehicle(r) for r in resources}
+    strangers = sorted(str(r.get("resourceName")) for r in report.get("resources") or ()
+                       if _vehicle(r.get("resourceName")) not in cars)
     if strangers:
-        raise DomainError("resources", f"{', '.join(map(str, strangers))} not in the event's {RESOURCE_NAME} target")
+        raise DomainError("resources", f"{', '.join(strangers)}: no car of the event's {RESOURCE_NAME} target")
     return [{"vehicle_id": s.vehicle_id, "ts": s.ts, "power_kw": s.power_kw, "baseline_kw": s.baseline_kw,
              "plugged_in": s.plugged_in, "charger_id": s.charger_id, "ven_name": ven_name,
              "report_id": report.get("id")} for s in parse_report(report)]

@@ -33,21 +33,31 @@ def simulated_sessions(vehicles: int, weeks: int, seed: int, zone: str, end: dat
 
     fleet = generate_fleet(vehicles, seed=seed, zone=zone)
     start = end - timedelta(weeks=weeks)
-    sessions = simulate_sessions(fleet, start, end, cadence_s=300, seed=seed)
+    sessions = with_flexible_kw(fleet, simulate_sessions(fleet, start, end, cadence_s=300, seed=seed))
+    return sessions, fleet_specs(fleet), start
+
+
+def with_flexible_kw(fleet, sessions: pd.DataFrame) -> pd.DataFrame:
+    """The simulated sessions with the kW each vehicle-charger pair could discharge (up_kw) and
+    charge (down_kw), as the forecaster counts flexibility (in place, and returned)."""
     by_id = {v.vehicle_id: v for v in fleet.vehicles}
     chargers = {c.charger_id: c for c in fleet.chargers}
     limits = {pair: pair_limits(by_id[pair[0]], chargers[pair[1]])
               for pair in set(zip(sessions["vehicle_id"], sessions["charger_id"]))}
     sessions["up_kw"] = [limits[p].max_discharge_kw for p in zip(sessions["vehicle_id"], sessions["charger_id"])]
     sessions["down_kw"] = [limits[p].max_charge_kw for p in zip(sessions["vehicle_id"], sessions["charger_id"])]
-    specs = pd.DataFrame(
+    return sessions
+
+
+def fleet_specs(fleet) -> pd.DataFrame:
+    """The simulated vehicles' battery specs, indexed by vehicle_id in the fleet's order."""
+    return pd.DataFrame(
         {"battery_kwh": [v.spec.battery_kwh for v in fleet.vehicles],
          "usable_soc_min_pct": [v.spec.usable_soc_min_pct for v in fleet.vehicles],
          "usable_soc_max_pct": [v.spec.usable_soc_max_pct for v in fleet.vehicles],
          # The simulated fleet has discharged nothing yet: the whole yearly cap is left.
          "oem_cap_remaining_kwh": [v.spec.oem_discharge_cap_kwh_per_year for v in fleet.vehicles]},
         index=pd.Index([v.vehicle_id for v in fleet.vehicles], name="vehicle_id"), dtype=float)
-    return sessions, specs, start
 
 
 # Flexible kW of each stored session's vehicle-charger pair. The registry does not yet record

@@ -223,18 +223,7 @@ class IngestWorker:
                rejects: list[tuple[ConsumerRecord, Rejection]]) -> int:
         with conn.transaction():
             days = {r.ts.astimezone(UTC).date() for r in readings} - self._known_days
-            for day in sorted(days):
-                start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-                conn.execute("SELECT flexfleet_ensure_telemetry_partitions(%s, %s)", (start, start))
-            inserted = 0
-            if readings:
-                with conn.cursor() as cur:
-                    with cur.copy(_COPY) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for reading in readings:
-                            copy.write_row(reading)
-                    cur.execute(_INSERT)
-                    inserted = cur.rowcount
+            inserted = write_readings(conn, readings, self._known_days)
             if rejects:
                 with conn.cursor() as cur:
                     cur.executemany(_INSERT_REJECT, [
@@ -285,6 +274,26 @@ class IngestWorker:
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         return False
+
+
+def write_readings(conn: psycopg.Connection, readings: list[Reading],
+                   known_days: set[date] | frozenset[date] = frozenset()) -> int:
+    """COPY accepted readings into telemetry, making the partitions of days not in `known_days`
+    first; returns the rows new to the table (a reading already stored is kept). Runs in the
+    caller's transaction, so a batch's readings and rejects commit together."""
+    for day in sorted({r.ts.astimezone(UTC).date() for r in readings} - known_days):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        conn.execute("SELECT flexfleet_ensure_telemetry_partitions(%s, %s)", (start, start))
+    if not readings:
+        return 0
+    with conn.cursor() as cur:
+        cur.execute(_STAGE_DDL)             # per connection; the worker's runs it when it connects
+        with cur.copy(_COPY) as copy:
+            copy.set_types(_COPY_TYPES)
+            for reading in readings:
+                copy.write_row(reading)
+        cur.execute(_INSERT)
+        return cur.rowcount
 
 
 def _next_offsets(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -28,8 +28,9 @@ class Platform:
 
 
 @contextmanager
-def platform(settings: Settings | None = None) -> Iterator[Platform]:
-    """Yield server addresses, starting embedded servers for what the environment leaves unset."""
+def database(settings: Settings | None = None) -> Iterator[str]:
+    """Yield a migrated database's URL: DATABASE_URL's, or an embedded server's started (and
+    removed) here, for jobs that need no broker."""
     settings = settings or Settings.from_env()
     with ExitStack() as stack:
         db = settings.database_url
@@ -42,12 +43,21 @@ def platform(settings: Settings | None = None) -> Iterator[Platform]:
             stack.callback(pg.stop)
             pg.start()
             db = pg.url
+        migrate(db)
+        yield db
+
+
+@contextmanager
+def platform(settings: Settings | None = None) -> Iterator[Platform]:
+    """Yield server addresses, starting embedded servers for what the environment leaves unset."""
+    settings = settings or Settings.from_env()
+    with ExitStack() as stack:
+        db = stack.enter_context(database(settings))
         kafka = settings.kafka_bootstrap_servers
         if kafka is None:
             broker = EmbeddedKafka(settings.state_dir).start()
             stack.callback(broker.stop)
             kafka = broker.bootstrap_servers
-        migrate(db)
         ensure_topics(kafka, DEFAULT_TOPICS)
         yield Platform(db, kafka)
 

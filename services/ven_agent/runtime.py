@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import numpy as np
 
 from flexfleet.dispatch.control import (ControlConfig, FcrHoldings, ResourceState, control_step, estimate_soc,
                                         track_baseline)
-from flexfleet.dispatch.signals import Direction, SignalKind
+from flexfleet.dispatch.signals import Direction, SignalKind, split_resource_name
 from flexfleet.domain.errors import DomainError
 from flexfleet.markets.clearing import FrequencyTrace
 from services.ven_agent.agent import AgentEvent, SiteAgent
@@ -41,6 +42,11 @@ from services.ven_agent.sim import World
 log = logging.getLogger(__name__)
 
 NOMINAL_HZ = 50.0
+# A charger told to charge that draws under a tenth of it this long (well past any charger's lag)
+# has a full car: its battery management stopped it. The agent takes that as a SoC reading at the
+# battery's usable maximum, so that a car reporting no SoC stops being planned as still charging
+# (its declared schedule would otherwise claim power it never draws).
+FULL_AFTER_S = 30.0
 
 
 @dataclass
@@ -119,6 +125,20 @@ class Simulation:
         self.poll_every_s, self.realtime = float(poll_every_s), realtime
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ven-io") if workers > 1 else None
         self.index = [{name: world.index[(a.ven_name, name)] for name in a.resources} for a in agents]
+        # A car's pairs at each site: an event names the charger the dispatcher expected, and at
+        # a site with several chargers the car may plug into another (a shared hub): the site
+        # controller knows which car is on which charger and follows the car (`_pair`).
+        self.pairs_of: list[dict[str, list[int]]] = []
+        for names in self.index:
+            by_car: dict[str, list[int]] = defaultdict(list)
+            for name, i in names.items():
+                by_car[split_resource_name(name)[1]].append(i)
+            self.pairs_of.append(dict(by_car))
+        self._roaming = np.zeros(world.res.n, dtype=bool)         # pairs of a car with several at a site
+        for by_car in self.pairs_of:
+            for idx in by_car.values():
+                if len(idx) > 1:
+                    self._roaming[idx] = True
         self.keep_trace = keep_trace
         self.trace: Trace | None = None
         n = world.res.n
@@ -126,6 +146,7 @@ class Simulation:
         self.soc_age = np.full(n, np.inf)
         self.base_soc = np.full(n, np.nan)
         self.quiet = np.full(n, np.inf)
+        self.starved_s = np.zeros(n)
         self._plugged = np.zeros(n, dtype=bool)
         self._holdings = FcrHoldings.none()
         self._setpoints = np.full(n, np.nan)
@@ -146,7 +167,7 @@ class Simulation:
                     if agent.ignores_events or not a <= t < b:
                         continue
                     for name, kw in zip(e.signal.resources, i.kw):
-                        idx = self.index[k].get(name)
+                        idx = self._pair(k, name)
                         if idx is None:
                             if name not in stats.unknown_resources:
                                 log.warning("%s: event %s names %s, which is not at this site", agent.ven_name,
@@ -164,6 +185,19 @@ class Simulation:
         self._holdings = FcrHoldings.of(rows)
         self._setpoints = sp
         self._next_change = nxt
+
+    def _pair(self, k: int, name: str) -> int | None:
+        """The resource of agent `k` that an event's `<charger>/<vehicle>` means now: that pair,
+        unless the car is plugged into another charger of the site, then that one (None: the
+        car has no charger here)."""
+        idx = self.index[k].get(name)
+        if idx is not None and (self.world.plugged[idx] or not self._roaming[idx]):
+            return idx
+        try:
+            mine = self.pairs_of[k].get(split_resource_name(name)[1], ())
+        except DomainError:
+            return idx
+        return next((i for i in mine if self.world.plugged[i]), idx if idx is not None else next(iter(mine), None))
 
     # -- I/O ---------------------------------------------------------------------------------------
     def _each(self, fn: Callable[[SiteAgent], object]) -> list:
@@ -194,10 +228,10 @@ class Simulation:
                 lo, hi = int(max(start_s, math.ceil(e.start_s))), int(min(end_s, math.floor(e.end_s)))
                 if hi <= lo:
                     continue
-                names = [n for n in e.signal.resources if n in self.index[k]]
-                if not names:
+                cols = [i for i in (self._pair(k, n) for n in e.signal.resources) if i is not None]
+                if not cols:
                     continue
-                cols = [self.index[k][n] for n in names]
+                names = [self.world.res.names[i] for i in cols]
                 r = slice(lo - start_s, hi - start_s)
                 fine = self._fine(e, hz, seconds)[lo - int(seconds[0]):hi - int(seconds[0])]
                 body = report_body(program_id=e.program_id, event_id=e.event_id, ven_name=agent.ven_name,
@@ -222,13 +256,20 @@ class Simulation:
         return np.arange(len(hz)) - last <= self.tail_s
 
     # -- the loop ----------------------------------------------------------------------------------
-    def start(self, receiver=None) -> None:
+    def start(self, receiver=None, on_started: Callable[[SiteAgent], None] | None = None) -> None:
         """Every agent registers, subscribes (with a receiver) and reads its events; one that
-        cannot (its VTN calls fail) is logged and tries again at its next poll."""
-        self._each(lambda a: _safely(a, lambda: a.start(receiver)))
+        cannot (its VTN calls fail) is logged and tries again at its next poll. `on_started` is
+        called after each agent (progress bars: starting thousands takes minutes)."""
+        def start(a: SiteAgent) -> None:
+            _safely(a, lambda: a.start(receiver))
+            if on_started is not None:
+                on_started(a)
+
+        self._each(start)
         self._last_poll = time.monotonic()
 
-    def run(self, start_s: int, end_s: int) -> RunStats:
+    def run(self, start_s: int, end_s: int, on_batch: Callable[[int], None] | None = None) -> RunStats:
+        """Simulate [start_s, end_s); `on_batch(t)` is called after each batch's reports are sent."""
         w, cfg, res = self.world, self.config, self.world.res
         n, dt = res.n, int(cfg.dt_s)
         stats = RunStats(resources=n, sites=len(w.sites))
@@ -249,6 +290,9 @@ class Simulation:
             newly = w.plugged & ~self._plugged
             if newly.any():
                 self.soc[newly], self.soc_age[newly], self.base_soc[newly] = np.nan, np.inf, np.nan
+                self.starved_s[newly] = 0.0
+            if ((w.plugged != self._plugged) & self._roaming).any():
+                self._next_change = -math.inf           # a car changed chargers at a site: follow it
             self._plugged = w.plugged.copy()
             if t >= next_io:
                 io0 = time.perf_counter()
@@ -264,8 +308,12 @@ class Simulation:
                                   w.departure_s)
             step = control_step(t, hz, res, w.limits, state, self._holdings, self._setpoints, cfg, self.base_soc)
             power = w.plant.step(step.command_kw, w.plugged, online)
+            starved = w.plugged & online & (step.command_kw >= 1.0) & (power < 0.1 * step.command_kw)
+            self.starved_s = np.where(starved, self.starved_s + dt, 0.0)
+            reading = w.soc_reading(t)
+            reading = np.where((self.starved_s >= FULL_AFTER_S) & np.isnan(reading), res.soc_max_pct, reading)
             self.soc, self.soc_age = estimate_soc(self.soc, self.soc_age, np.where(online, power, 0.0), res, dt,
-                                                  w.soc_reading(t))
+                                                  reading)
             self.base_soc, self.quiet = track_baseline(self.base_soc, self.soc, self.quiet, step, res, dt)
             j = t - batch_start
             buf["power"][j], buf["baseline"][j] = power, step.baseline_kw
@@ -291,6 +339,8 @@ class Simulation:
                 stats.io_wall_s += time.perf_counter() - io0
                 hz_buf[:self.tail_s] = hz_buf[-self.tail_s:] if self.tail_s else hz_buf[:0]
                 batch_start = t
+                if on_batch is not None:
+                    on_batch(t)
             if self.realtime:
                 ahead = (t - start_s) - (time.perf_counter() - wall0)
                 if ahead > 0:

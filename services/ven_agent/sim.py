@@ -161,8 +161,12 @@ class World:
                 self.plugged[i] = True
                 self.plant.soc_pct[i] = x.soc_pct
                 if t > when and not math.isnan(x.soc_out_pct):      # a run that starts mid-stay
-                    done = min(1.0, (t - when) / (x.plug_out_s - x.plug_in_s))
-                    self.plant.soc_pct[i] = x.soc_pct + (x.soc_out_pct - x.soc_pct) * done
+                    # charged at full power since it plugged in, as the charging policy and most
+                    # owners do, up to the SoC it leaves with (spread over the whole stay instead,
+                    # a car plugged in for the night would start the evening under its minimum)
+                    gained = (self.res.max_charge_kw[i] * self.res.efficiency[i] * (t - when) / 3600.0
+                              / self.res.battery_kwh[i] * 100.0)
+                    self.plant.soc_pct[i] = min(max(x.soc_out_pct, x.soc_pct), x.soc_pct + gained)
                 self.departure_s[i], self.min_soc_pct[i], self.target_soc_pct[i] = (
                     x.departure_s, x.min_soc_pct, x.target_soc_pct)
             elif self._open.get(i) is x:

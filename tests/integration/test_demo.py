@@ -89,3 +89,14 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
     assert len(pd.read_csv(demo / "bids" / "bids.csv")) == bids["bids"]
     assert planned["bids"] or planned["dropped"], "a plan without bids says why"
     assert bids["obligations"] <= bids["bids"] and (demo / "bids" / "bids.png").stat().st_size > 1000
+
+    # The obligations of the busiest hours went over OpenADR to the site agents; every event was
+    # reported on, and each obligation verified and published on deliveries.v1.
+    dispatch = summary["dispatch"]
+    assert dispatch["delivery_day"] == bids["delivery_day"] and dispatch["obligations"] == bids["obligations"]
+    if dispatch["obligations"]:
+        assert 0 < dispatch["simulated"] <= dispatch["obligations"]
+        assert dispatch["reports"] == dispatch["events"] > 0 and dispatch["published"] == dispatch["simulated"]
+        report = json.loads((demo / "dispatch" / "report.json").read_text())
+        assert len(report["obligations"]) == dispatch["simulated"] and not report["not_verified"]
+        assert (demo / "dispatch" / "report.png").stat().st_size > 1000

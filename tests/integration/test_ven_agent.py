@@ -305,3 +305,41 @@ def test_a_bad_event_is_refused_and_the_last_good_version_kept_and_an_offline_si
     names = {a.ven_name: [r["reportName"][-9:-1] for r in a.sent] for a in agents}
     assert names == {"home1": ["16:00:00", "16:05:00", "16:10:00", "16:15:00"], "home2": ["16:00:00", "16:05:00"]}
     assert world.plant.power_kw[1] == 11.0                     # offline: the charger runs its fallback
+
+
+def test_a_car_on_another_charger_of_its_site_is_followed_and_reported_there(world) -> None:
+    """The dispatcher expects v1 on its home charger c1 (no session says otherwise); it plugs
+    into c3 of the same site instead, as a shared hub's cars take whichever charger is free. The
+    site's agent controls c3 for v1's share, reports it as c3/v1, and the business logic takes
+    that report: the car is listed, the charger is the site's."""
+    base_url, conn, (fcr, _) = world
+    c3 = Charger("c3", SITES["home1"], CurrentType.AC, True, 11.0, 11.0)
+    write_registry(conn, chargers=[c3])
+    bl = bl_client(base_url, *BL)
+    Dispatcher(conn, bl).dispatch([fcr])
+    stay = dict(plug_in_s=(T - timedelta(hours=1)).timestamp(), plug_out_s=(T + timedelta(hours=4)).timestamp(),
+                departure_s=(T + timedelta(hours=4)).timestamp(), min_soc_pct=30.0, target_soc_pct=80.0)
+    site = SimSite(SITES["home1"], ((CHARGERS["c1"], VEHICLES["v1"]), (c3, VEHICLES["v1"])),
+                   (PlugSession("c3/v1", soc_pct=55.0, **stay),))
+    agent = SiteAgent("home1", site.resources, VenLink(base_url, *CREDS["home1"]))
+    trace = generate_frequency(T - timedelta(minutes=10), duration_s=75 * 60, seed=6,
+                               events=[FrequencyEvent(T + timedelta(minutes=5), 49.2, time_to_extreme_s=6.0)])
+    write_frequency(conn, trace)
+    sim = Simulation(World([site]), [agent], trace, batch_s=600, keep_trace=True)
+    sim.start()
+    assert [e.signal.resources for e in agent.events.values()] == [("c1/v1",)]
+    stats = sim.run(int(T.timestamp()) - 120, int((T + timedelta(minutes=61)).timestamp()))
+    assert not stats.unknown_resources
+    power, baseline = sim.trace.array("power_kw")[120:], sim.trace.array("baseline_kw")[120:]
+    assert (baseline[:, 1] - power[:, 1]).max() >= 5.9            # c3 (column 1) answers the dip
+    assert (power[:, 0] == 0).all()                               # c1 has no car
+
+    result = collect_reports(conn, bl, T, T + timedelta(hours=1))
+    assert result.reports >= 1 and not result.refused and result.stored == result.samples > 0
+    stored = load_measurements(conn, ["v1"], T, T + timedelta(hours=1))
+    assert set(stored["charger_id"]) == {"c3"} and stored["plugged_in"].all()
+    delivery = verify_deliveries(conn, T, T + timedelta(hours=1))
+    (d,) = [x for x in delivery.deliveries if x.obligation_id == fcr.obligation_id]
+    (home1,) = [s for s in d.sites if s.site_id == "home1"]
+    assert home1.response_time_s is not None and home1.response_time_s <= 7.5
+    assert home1.delivered_share == pytest.approx(1.0, abs=0.02)

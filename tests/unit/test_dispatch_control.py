@@ -169,6 +169,19 @@ def test_setpoints_run_inside_the_band_fcr_reserves() -> None:
     assert (step.held_up_kw[0], step.held_down_kw[1]) == pytest.approx((4.0, 5.0))
 
 
+def test_a_full_car_discharges_when_asked_whatever_the_other_resources_hold() -> None:
+    # Found by the simulated dispatch day: a full car (at its target, no departure declared) was
+    # told to export for a local order and did nothing whenever any resource of the process held
+    # FCR, because the endurance check planned its recharge at the 0 kW a full battery takes now.
+    res = Resources.of([spec("a/1"), spec("b/2")])
+    full = state(2, [100.0, 50.0], target=100.0)
+    alone = control_step(NOW, 50.0, res, sites(), full, FcrHoldings.none(), np.array([-8.0, np.nan]))
+    beside = control_step(NOW, 50.0, res, sites(), full, holdings([(1, 4.0, FCR_D_DOWN)]), np.array([-8.0, np.nan]))
+    assert alone.baseline_kw[0] == beside.baseline_kw[0] == pytest.approx(-8.0)
+    held = control_step(NOW, 50.0, res, sites(), full, holdings([(0, 6.0, FCR_D_UP)]))
+    assert held.held_up_kw[0] == pytest.approx(6.0)      # and it holds FCR-D up capacity
+
+
 def test_estimate_soc_counts_metered_energy_and_takes_readings() -> None:
     res = Resources.of([spec(battery=46.0), spec("d/2", battery=46.0)])
     soc, age = estimate_soc(np.array([50.0, 50.0]), np.array([0.0, 0.0]), np.array([10.0, -10.0]), res, 3600.0)

@@ -372,7 +372,8 @@ def _power(kwh: np.ndarray, eta: np.ndarray, seconds: np.ndarray | float) -> np.
 
 
 def energy_bounds(now_s: float, lo: np.ndarray, hi: np.ndarray, res: Resources, state: ResourceState,
-                  config: ControlConfig, horizon_s: np.ndarray | float) -> EnergyBounds:
+                  config: ControlConfig, horizon_s: np.ndarray | float,
+                  recharge_kw: np.ndarray | None = None) -> EnergyBounds:
     """Narrow (lo, hi) to powers that, held for `horizon_s`, keep mobility safe:
 
     - above the minimum SoC, with room for what the charger still discharges after it is told
@@ -381,7 +382,9 @@ def energy_bounds(now_s: float, lo: np.ndarray, hi: np.ndarray, res: Resources, 
       latest-start plan), aiming `departure_margin_s` plus the lag early;
     - the battery's usable maximum.
     A car under its minimum, or one that cannot make its departure anymore, gets `hi`: the best
-    effort, never nothing, with the reason flagged."""
+    effort, never nothing, with the reason flagged. `recharge_kw` is what the car can charge at
+    after the horizon (default `hi`); narrowing bounds an earlier call narrowed, give the device's:
+    a full battery's 0 kW now says nothing of how fast it recharges after a discharge."""
     dt = config.dt_s
     eta, cap = res.efficiency, res.battery_kwh
     lag, leak = res.margins(dt)
@@ -395,7 +398,7 @@ def energy_bounds(now_s: float, lo: np.ndarray, hi: np.ndarray, res: Resources, 
     time_left = state.departure_s - (now_s + config.departure_margin_s) - lag
     time_left = np.where(np.isnan(time_left), NO_DEPARTURE_S, time_left)   # undeclared: no departure plan
     h = np.maximum(np.minimum(horizon_s, time_left), dt)
-    charge = np.maximum(hi, 0.0)
+    charge = np.maximum(hi if recharge_kw is None else recharge_kw, 0.0)
 
     # minimum SoC: what may leave the battery over h, keeping what the lag still lets through
     floor_min = np.minimum(e_min + leak - e, 0.0) * eta * 3600.0 / h
@@ -472,7 +475,7 @@ def control_step(now_s: float, frequency_hz: float, res: Resources, sites: SiteL
     lo0, hi0 = split_site_limits(*device_bounds(res, state, config), res.site, sites)
     now = energy_bounds(now_s, lo0, hi0, res, state, config, config.dt_s)
     if baseline_soc_pct is None or np.array_equal(baseline_soc_pct, state.soc_pct, equal_nan=True):
-        bstate, bnow = state, now
+        bstate, bnow, bhi0 = state, now, hi0
     else:
         bstate = state.with_soc(baseline_soc_pct)
         blo0, bhi0 = split_site_limits(*device_bounds(res, bstate, config), res.site, sites)
@@ -480,7 +483,7 @@ def control_step(now_s: float, frequency_hz: float, res: Resources, sites: SiteL
     up, down = holdings.up_down_kw(n)
     endurance = holdings.longest_endurance_s(n, config.dt_s)
     if len(holdings):
-        held_for = energy_bounds(now_s, bnow.lo, bnow.hi, res, bstate, config, endurance)
+        held_for = energy_bounds(now_s, bnow.lo, bnow.hi, res, bstate, config, endurance, recharge_kw=bhi0)
         sus_lo, sus_hi = held_for.lo, held_for.hi
     else:
         sus_lo, sus_hi = bnow.lo, bnow.hi
