@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@scripts/ensure-chromium
 	@touch $(STAMP)
 	@echo "setup done: $(VENV) ($$($(PY) --version))"
 

@@ -16,6 +16,7 @@ from services.forecaster.cli import app as forecast_app
 from services.ingest.cli import ingest
 from services.runtime.cli import app as runtime_app
 from services.sessions_cli import app as import_app
+from services.settlement.cli import settle_command
 from services.simulator.cli import simulate_command
 from services.ven_agent.cli import app as ven_app
 
@@ -33,6 +34,7 @@ dispatch_app.command("verify")(dispatch_verify)
 dispatch_app.command("day")(dispatch_day)
 app.add_typer(dispatch_app)
 app.add_typer(ven_app)
+app.command("settle")(settle_command)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from flexfleet.domain import (
-    BiddingZone, Charger, Contract, CurrentType, Earthing, Language, Owner, Site, SiteKind, Vehicle,
+    BiddingZone, Charger, Contract, Currency, CurrentType, Earthing, Language, Owner, Site, SiteKind, Vehicle,
     VehicleModel, pair_limits, parse_vehicle_models,
 )
 
@@ -51,6 +52,49 @@ IT_TT_SHARE = {"NO": 0.7}
 WORKPLACE_SIZE = 20   # chargers per workplace site
 HUB_SIZE = 10         # cars per car-sharing hub
 HOMES_PER_GRID_NODE = 40
+
+
+# The offers owners can sign (DESIGN.md, "Compensation"; SOURCES.md: Mobilize Power, Octopus Power
+# Pack, MyWheels), as settlement terms (flexfleet.settlement.contracts.contract_from_mapping).
+# Rates are EUR list prices, quoted in the owner's currency at a round price-list factor: a
+# price list is set in each currency, not converted daily.
+_PLANS = ("flex_availability", "flex_revenue_share", "flex_power_pack")
+_PLAN_SHARE = (0.5, 0.3, 0.2)
+_LIST_FACTOR = {Currency.EUR: Decimal(1), Currency.SEK: Decimal(11), Currency.NOK: Decimal("11.5"),
+                Currency.DKK: Decimal("7.5")}
+_PLAN_RATES_EUR = {
+    # Mobilize-style: a bonus per plugged-in, controllable hour (about 0.10 EUR/h at 16 h a day).
+    "flex_availability": {"availability_per_hour": Decimal("0.05")},
+    # A share of the capacity revenue the car's committed kW earned.
+    "flex_revenue_share": {"revenue_share_pct": Decimal(50)},
+    # Octopus Power Pack-style: pay by plugged-in time, at least 12 h a day on 20 days (240 h a
+    # month), capped at about 620 GBP (720 EUR) a year.
+    "flex_power_pack": {"availability_per_hour": Decimal("0.10"), "min_plugged_in_hours": Decimal(240),
+                        "annual_cap": Decimal(720)},
+}
+_CREDITS_EUR = {"credit_per_broken_departure": Decimal(2), "credit_per_broken_min_soc": Decimal(1)}
+_V2G_ENERGY_EUR = Decimal("0.05")   # per kWh discharged (Mobilize's fixed price per kWh)
+_REFUND_EUR = Decimal("0.20")       # per kWh the platform made the car charge (refills after discharge)
+
+
+def _plain(d: Decimal) -> str:
+    return format(d.normalize(), "f")
+
+
+def contract_terms(plan: str, valid_from: datetime, currency: Currency, v2g: bool) -> dict[str, object]:
+    """The registry's `terms` for one vehicle: {"terms": [one dated term]}, rates as decimal
+    strings in `currency`. Every plan pays battery wear (factor 1) and credits broken promises;
+    a V2G car is also paid per kWh discharged and refunded the charging the platform caused."""
+    factor = _LIST_FACTOR[currency]
+    term: dict[str, object] = {"term_id": f"{plan}-{valid_from:%Y%m%d}", "valid_from": valid_from.isoformat(),
+                               "wear_factor": "1"}
+    for name, eur in {**_PLAN_RATES_EUR[plan], **_CREDITS_EUR}.items():
+        unscaled = name in ("revenue_share_pct", "min_plugged_in_hours")
+        term[name] = _plain(eur if unscaled else eur * factor)
+    if v2g:
+        term["energy_per_kwh"] = _plain(_V2G_ENERGY_EUR * factor)
+        term["charging_refund"] = {"scope": "platform_caused", "per_kwh": _plain(_REFUND_EUR * factor)}
+    return {"terms": [term]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +167,7 @@ def generate_fleet(n: int, seed: int = 7, zone: str | BiddingZone = "SE3",
     models = vehicle_models()
     country = zone.country
     kinds = rng.choice(list(ARCHETYPE_SHARE), size=n, p=list(ARCHETYPE_SHARE.values()))
+    offers = np.random.default_rng([seed, 0x5E77])  # its own stream: the fleet itself stays as it was
 
     owners: dict[str, Owner] = {}
     sites: list[Site] = []
@@ -179,8 +224,9 @@ def generate_fleet(n: int, seed: int = 7, zone: str | BiddingZone = "SE3",
         owners.setdefault(owner.owner_id, owner)
         vehicle = Vehicle(vid, oid, model.spec, chargers[home].charger_id if home >= 0 else None)
         vehicles.append(vehicle)
-        contracts.append(Contract(f"k{i:06d}", oid, vid, "flex_standard", start,
-                                  terms={"availability_eur_per_h": 0.05, "wear_paid": True}))
+        plan = _PLANS[int(offers.choice(len(_PLANS), p=_PLAN_SHARE))]
+        contracts.append(Contract(f"k{i:06d}", oid, vid, plan, start,
+                                  terms=contract_terms(plan, start, owner.currency, model.spec.v2g_capable)))
         commute_km = float(np.clip(rng.lognormal(np.log(18), 0.6), 2, 90))
         scheduled = None if shared or rng.random() < 0.55 else float(rng.choice([22.0, 23.0, 1.0]))
         habits.append(Habits(
