@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from services.api.cli import app as accounts_app
 from services.bidder.cli import app as bid_app
 from services.bidder.cli import markets_app
 from services.demo import DemoOptions, run_demo
@@ -35,6 +36,7 @@ dispatch_app.command("day")(dispatch_day)
 app.add_typer(dispatch_app)
 app.add_typer(ven_app)
 app.command("settle")(settle_command)
+app.add_typer(accounts_app, name="accounts")
 
 
 @app.command()

@@ -25,6 +25,7 @@ from flexfleet.settlement import Month, Settlement, settle_month
 from flexfleet.settlement.statement import Statement, statement_of
 from services.settlement import store
 from services.settlement.inputs import MonthInputs, read_month_inputs
+from services.settlement.statements.operations import write_operations_report
 from services.settlement.store import PostingRow, Run
 
 Checkpoint = Callable[[str], None]
@@ -131,6 +132,7 @@ def settle(conn: psycopg.Connection, month_text: str, zone: str, out_dir: Path |
     path = None
     if files is not None and out_dir is not None:
         path = store.write_files(out_dir / zone / month.label / f"v{run.version}", files)
+        write_operations_report(conn, zone, month, run.version, path / "operations")
     return SettleResult(zone, month, run.version, status, digest, written, ledger, path, inputs, settlement)
 
 

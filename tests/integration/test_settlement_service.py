@@ -170,11 +170,13 @@ def test_a_month_settles_into_a_balanced_ledger_that_reconciles_per_market(seede
                             "'charging_refund'").fetchall() == [(ids["v2g"], 1, 220)]   # 1 kWh x 2.20 SEK
         assert conn.execute("SELECT count(*) FROM owner_statements WHERE previous_total IS NULL").fetchone()[0] > 0
     assert sorted(p.name for p in result.files.iterdir()) == [
-        "SHA256SUMS", "fx_rates.csv", "ledger.csv", "lines.csv", "reconciliation.csv", "statements.csv"]
+        "SHA256SUMS", "fx_rates.csv", "ledger.csv", "lines.csv", "operations", "reconciliation.csv", "statements.csv"]
+    assert "Reconciled to the cent" in (result.files / "operations" / "operations_report.html").read_text()
 
 
 def _files(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    """Every file of a version, its operations report and statements included, by relative path."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def test_a_rerun_changes_nothing_and_writes_the_same_files(seeded, tmp_path):

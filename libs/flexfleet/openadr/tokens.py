@@ -13,20 +13,18 @@ Client secrets are stored as salted PBKDF2 hashes.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-import jwt
+# Signing, expiry and secret hashing are the platform's one implementation (flexfleet.auth),
+# shared with the API's account tokens; they are re-exported here for the VTN's callers.
+from flexfleet.auth.passwords import hash_secret, verify_secret
+from flexfleet.auth.signing import (ALGORITHM, MIN_SECRET_BYTES, TokenError, check_secret, check_unexpired, sign,
+                                    signed_claims)
 
 ISSUER = "flexfleet-vtn"
-ALGORITHM = "HS256"
-MIN_SECRET_BYTES = 32          # RFC 7518 3.2: an HS256 key at least as long as the hash
 READ_ALL, WRITE_PROGRAMS, WRITE_EVENTS = "read_all", "write_programs", "write_events"
 WRITE_REPORTS, WRITE_SUBSCRIPTIONS, WRITE_VENS = "write_reports", "write_subscriptions", "write_vens"
 ROLE_SCOPES: dict[str, frozenset[str]] = {
@@ -34,11 +32,6 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "VEN": frozenset({READ_ALL, WRITE_REPORTS, WRITE_SUBSCRIPTIONS, WRITE_VENS}),
 }
 Role = Literal["BL", "VEN"]
-_PBKDF2_ITERATIONS = 100_000
-
-
-class TokenError(ValueError):
-    """A token that is missing, malformed, forged or expired: the reason is safe to show."""
 
 
 class ScopeError(ValueError):
@@ -59,12 +52,6 @@ class Principal:
         return self.role == "VEN"
 
 
-def check_secret(secret: str) -> str:
-    if len(secret.encode("utf-8", "surrogatepass")) < MIN_SECRET_BYTES:
-        raise ValueError(f"the token signing secret needs at least {MIN_SECRET_BYTES} bytes")
-    return secret
-
-
 def granted_scopes(role: Role, requested: str | None) -> frozenset[str]:
     """The role's scopes, or the requested subset of them (space-separated, RFC 6749 3.3)."""
     allowed = ROLE_SCOPES[role]
@@ -82,7 +69,7 @@ def issue_token(principal: Principal, secret: str, now: datetime, ttl: timedelta
               "exp": int((now + ttl).timestamp()), "jti": uuid.uuid4().hex}
     if principal.ven_name is not None:
         claims["ven"] = principal.ven_name
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return sign(claims, secret)
 
 
 def read_token(token: str, secret: str, now: datetime) -> Principal:
@@ -94,11 +81,7 @@ def read_token(token: str, secret: str, now: datetime) -> Principal:
 def read_signed(token: str, secret: str) -> tuple[Principal, int]:
     """The principal of a token signed with `secret` and its expiry (epoch s), not yet checked
     against the clock: a verifier may keep this answer for the token's lifetime."""
-    try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": False})
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"invalid token: {exc}") from None
+    claims = signed_claims(token, secret, ISSUER, ("exp", "iat", "sub", "iss"))
     role = claims.get("role")
     if role not in ROLE_SCOPES or (role == "VEN") != isinstance(claims.get("ven"), str):
         raise TokenError("invalid token: bad role claims")
@@ -107,24 +90,11 @@ def read_signed(token: str, secret: str) -> tuple[Principal, int]:
 
 
 def unexpired(principal: Principal, expires: int, now: datetime) -> Principal:
-    if expires <= now.timestamp():
-        raise TokenError("the token has expired")
+    check_unexpired(expires, now)
     return principal
 
 
-def hash_secret(secret: str, salt: bytes | None = None) -> str:
-    salt = os.urandom(16) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8", "surrogatepass"), salt, _PBKDF2_ITERATIONS)
-    return "$".join(("pbkdf2_sha256", str(_PBKDF2_ITERATIONS), base64.b64encode(salt).decode(),
-                     base64.b64encode(digest).decode()))
-
-
-def verify_secret(secret: str, stored: str) -> bool:
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-        expected = base64.b64decode(digest)
-        actual = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8", "surrogatepass"), base64.b64decode(salt),
-                                     int(iterations))
-    except (ValueError, TypeError):
-        return False
-    return scheme == "pbkdf2_sha256" and hmac.compare_digest(actual, expected)
+__all__ = ["ALGORITHM", "ISSUER", "MIN_SECRET_BYTES", "READ_ALL", "ROLE_SCOPES", "WRITE_EVENTS", "WRITE_PROGRAMS",
+           "WRITE_REPORTS", "WRITE_SUBSCRIPTIONS", "WRITE_VENS", "Principal", "Role", "ScopeError", "TokenError",
+           "check_secret", "granted_scopes", "hash_secret", "issue_token", "read_signed", "read_token", "unexpired",
+           "verify_secret"]

@@ -1,0 +1,79 @@
+"""The platform's one API application (`create_app(database_url)`; OpenAPI docs at /docs).
+
+It starts with the owner portal's statements and the one authentication scheme the operations
+dashboard, the bidding API and the OpenADR VTN will join: accounts with a role, OAuth2 bearer
+tokens with an expiry from POST /v1/auth/token, the signing secret from FLEXFLEET_API_SECRET.
+Errors are RFC 9457 problem details naming the field at fault.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.api.owners import owner_router
+from services.api.problems import install_error_handlers, with_problem_schemas
+from services.api.security import (TOKEN_REQUEST_BODY, TOKEN_URL, Auth, OAuthError, TokenOut, principal_dependency,
+                                   token_endpoint)
+from services.api.settings import ApiSettings
+from services.openapi import openapi_without_422
+from services.runtime.config import ConfigError, Settings
+from services.runtime.connection import PooledConnections
+
+
+def _version() -> str:
+    try:
+        return version("flexfleet")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(database_url: str, secret: str | None = None, settlement_dir: Path | str | None = None,
+               token_ttl: timedelta | None = None) -> FastAPI:
+    """The API on one database. What is not given comes from the environment (services.api.settings):
+    a missing or short secret is refused here, before anything is served."""
+    settings = ApiSettings.resolve(secret, settlement_dir, token_ttl)
+    connections = PooledConnections(database_url)
+    auth = Auth(settings, connections)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        connections.close()
+
+    app = FastAPI(title="flexfleet", version=_version(), docs_url="/docs", lifespan=lifespan,
+                  description=__doc__.split("\n\n", 1)[1].split("\n\n", 1)[0])
+    install_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_problem_schemas(openapi_without_422(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.post(TOKEN_URL, tags=["auth"], summary="Log in: an access token", response_model=TokenOut,
+              openapi_extra=TOKEN_REQUEST_BODY,
+              responses={400: {"model": OAuthError, "description": "A field is missing or wrong: `field` names it."},
+                         401: {"model": OAuthError, "description": "Unknown username or wrong password."}})
+    async def token(request: Request) -> JSONResponse:
+        """OAuth2 password grant (RFC 6749 4.3): the form's username and password for a bearer
+        token that expires (`expires_in` seconds). Send it as `Authorization: Bearer <token>`."""
+        return await token_endpoint(request, auth)
+
+    app.include_router(owner_router(auth, principal_dependency(auth)))
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app as configured by the environment (DATABASE_URL and the FLEXFLEET_API_* settings):
+    `uvicorn --factory services.api.app:app_from_env`."""
+    url = Settings.from_env().database_url
+    if not url:
+        raise ConfigError("DATABASE_URL must be set (see `flexfleet up`)")
+    return create_app(url)

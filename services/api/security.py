@@ -1,0 +1,183 @@
+"""One authentication scheme for the whole API: OAuth2 bearer tokens (RFC 6750) from the
+password grant (RFC 6749 4.3) at POST /v1/auth/token, each naming an account and its role.
+
+A request's token is checked (signature, issuer, expiry) and then its account is looked up:
+a disabled account, or one whose role or owner changed since the token was issued, is refused
+at once rather than when the token expires. Scopes follow from the role (flexfleet.auth.roles).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import OAuth2PasswordBearer
+from pydantic import BaseModel, Field
+
+from flexfleet.auth import (ROLE_SCOPES, AccessToken, Principal, TokenError, decoy_hash, issue_access_token,
+                            read_access_token, username, verify_secret)
+from flexfleet.domain.errors import DomainError
+from services.api.accounts import load_account
+from services.api.problems import ApiProblem, problem_body
+from services.api.settings import ApiSettings
+from services.runtime.connection import PooledConnections
+
+TOKEN_URL = "/v1/auth/token"
+REALM = "flexfleet"
+bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False, scheme_name="OAuth2",
+                              scopes={s: s for s in sorted(set().union(*ROLE_SCOPES.values()))},
+                              description="Log in with an account's username and password (POST /v1/auth/token).")
+
+
+class TokenOut(BaseModel):
+    """RFC 6749 5.1: the access token."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires.")
+    scope: str = Field(description="The scopes granted: the account's role's, space-separated.")
+
+
+class OAuthError(BaseModel):
+    """RFC 6749 5.2 error, with the RFC 9457 problem members as well."""
+
+    error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type"]
+    error_description: str
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    instance: str | None = None
+
+
+class PasswordGrantIn(BaseModel):
+    """The token request's form (application/x-www-form-urlencoded). `scope` may be sent and is
+    ignored: a token carries its role's scopes, named in the answer (RFC 6749 3.3)."""
+
+    grant_type: Literal["password"]
+    username: str
+    password: str
+    scope: str | None = None
+
+
+TOKEN_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+    "schema": PasswordGrantIn.model_json_schema()}}}}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclass(frozen=True)
+class Auth:
+    settings: ApiSettings
+    connections: PooledConnections
+
+
+class _OAuthFailure(Exception):
+    def __init__(self, status: int, error: str, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.error, self.reason, self.field = status, error, reason, field
+
+
+def _oauth_error(request: Request, exc: _OAuthFailure) -> JSONResponse:
+    title = {400: "Invalid token request", 401: "Login failed"}[exc.status]
+    body = {"error": exc.error, "error_description": f"{exc.field}: {exc.reason}" if exc.field else exc.reason,
+            **problem_body(request, exc.status, exc.reason, exc.field, title=title)}
+    headers = dict(NO_STORE)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def _grant_form(body: bytes, content_type: str) -> PasswordGrantIn:
+    """The password grant's fields; _OAuthFailure naming the field that is missing or repeated."""
+    if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        raise _OAuthFailure(400, "invalid_request", "must be application/x-www-form-urlencoded", "body")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise _OAuthFailure(400, "invalid_request", "not a UTF-8 urlencoded form", "body") from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if key in fields:     # RFC 6749 3.1: a parameter must not be sent twice
+            raise _OAuthFailure(400, "invalid_request", "sent more than once", key)
+        fields[key] = value
+    for name in ("grant_type", "username", "password"):
+        if not fields.get(name):
+            raise _OAuthFailure(400, "invalid_request", "is required", name)
+    if fields["grant_type"] != "password":
+        raise _OAuthFailure(400, "unsupported_grant_type", "only the password grant is served here", "grant_type")
+    return PasswordGrantIn(grant_type="password", username=fields["username"], password=fields["password"],
+                           scope=fields.get("scope"))
+
+
+def _authenticate(form: PasswordGrantIn, auth: Auth) -> AccessToken:
+    """The account's token, or _OAuthFailure 401 whether the user is unknown, disabled or the
+    password wrong (one answer, one PBKDF2 time, so neither reveals which accounts exist)."""
+    account = None
+    try:
+        name = username(form.username)
+    except DomainError:
+        name = None           # no account can have it: answered like an unknown one
+    if name is not None:
+        with auth.connections.connection() as conn:
+            account = load_account(conn, name)
+    stored = account.password_hash if account is not None else decoy_hash()
+    if not verify_secret(form.password, stored) or account is None or account.disabled:
+        raise _OAuthFailure(401, "invalid_grant", "unknown username or wrong password")
+    return issue_access_token(account.principal, auth.settings.secret, datetime.now(UTC), auth.settings.token_ttl)
+
+
+async def token_endpoint(request: Request, auth: Auth) -> JSONResponse:
+    """POST /v1/auth/token. The account lookup and the password's hash (deliberately slow) run
+    in a worker thread, off the event loop."""
+    try:
+        form = _grant_form(await request.body(), request.headers.get("content-type", ""))
+        token = await run_in_threadpool(_authenticate, form, auth)
+    except _OAuthFailure as exc:
+        return _oauth_error(request, exc)
+    out = TokenOut(access_token=token.token, expires_in=int(auth.settings.token_ttl.total_seconds()),
+                   scope=" ".join(sorted(token.principal.scopes)))
+    return JSONResponse(out.model_dump(), headers=NO_STORE)
+
+
+def _unauthenticated(reason: str, error: str | None = None) -> ApiProblem:
+    said = reason.replace('"', "'").replace("\\", "/")
+    challenge = f'Bearer realm="{REALM}"' + (f', error="{error}", error_description="{said}"' if error else "")
+    return ApiProblem(401, reason, headers={"WWW-Authenticate": challenge})
+
+
+def principal_dependency(auth: Auth) -> Callable[..., Any]:
+    """The dependency every protected route takes: the request's principal, or a 401 problem."""
+
+    def principal(token: Annotated[str | None, Depends(bearer)]) -> Principal:
+        if not token:
+            raise _unauthenticated(f"a bearer token is required (POST {TOKEN_URL})")
+        try:
+            claimed = read_access_token(token, auth.settings.secret, datetime.now(UTC))
+        except TokenError as exc:
+            raise _unauthenticated(str(exc), "invalid_token") from None
+        with auth.connections.connection() as conn:
+            account = load_account(conn, claimed.username)
+        if account is None or account.disabled or account.principal != claimed:
+            raise _unauthenticated("the token's account is disabled or has changed", "invalid_token")
+        return claimed
+
+    return principal
+
+
+# (No `from __future__ import annotations` here: FastAPI evaluates the dependencies' annotations,
+# which name the enclosing functions' locals.)
+def requiring(scope: str, principal: Callable[..., Any], reason: str) -> Callable[..., Any]:
+    """A dependency: the principal if its role has `scope`, else a 403 problem (RFC 6750 3.1)."""
+
+    def allowed(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.may(scope):
+            raise ApiProblem(403, reason, headers={"WWW-Authenticate": f'Bearer realm="{REALM}", '
+                                                                       f'error="insufficient_scope", scope="{scope}"'})
+        return who
+
+    return allowed
