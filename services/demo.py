@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import matplotlib
 import pandas as pd
@@ -28,11 +29,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from flexfleet.domain.model import Currency
 from flexfleet.domain.time import delivery_day_bounds, mtu_floor
 from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.features import HISTORY_WEEKS
 from flexfleet.forecast.pipeline import score_forecast
 from flexfleet.markets import default_catalogue
+from flexfleet.settlement import format_money
 from services.bidder.clearing import clear_simulated
 from services.bidder.files import write_bid_files
 from services.bidder.problem import next_open_auction
@@ -48,6 +51,7 @@ from services.forecaster.store import load_forecast
 from services.ingest.worker import TELEMETRY_TOPIC, IngestConfig, IngestWorker
 from services.runtime.services import Platform, ensure_topics, platform
 from services.sessions import derive_and_store_sessions, import_sessions_csv
+from services.settlement.service import settle, write_owner_statements
 from services.simulator.fleet import Fleet, generate_fleet
 from services.simulator.publish import publish
 from services.simulator.registry import write_fleet
@@ -285,6 +289,45 @@ def dispatch_obligations(run: DemoRun) -> None:
                       f"{result.simulation['sites']} sites; {out}")
 
 
+def settle_months(run: DemoRun) -> None:
+    """Settlement of the month the delivery day is in, as far as it has gone: the ledger in the
+    database, its files, every owner's statement (HTML and PDF) and the reconciliation per
+    market (out/demo/settlement/<zone>/<month>/v1). A real month settles once it has ended; the
+    demo settles the days it simulated, the ones its obligations were delivered on included."""
+    o, url = run.options, run.platform.database_url
+    day = date.fromisoformat(run.summary["bids"]["delivery_day"])
+    began = time.perf_counter()
+    out = run.out_dir / "settlement"
+    months = []
+    with psycopg.connect(url) as conn:
+        for first in sorted({run.start.astimezone(ZoneInfo(BiddingZone.parse(o.zone).timezone)).date().replace(day=1),
+                             day.replace(day=1)}):
+            with run.console.status(f"settling {first:%Y-%m}"):
+                result = settle(conn, f"{first:%Y-%m}", o.zone, out_dir=out)
+            owners = len(result.inputs.owners)
+            with _progress(run.console) as bar:
+                task = bar.add_task(f"statements {first:%Y-%m}", total=owners)
+                written = write_owner_statements(conn, result, on_written=lambda: bar.advance(task))
+            rows = conn.execute("SELECT market, currency, revenue, penalties, owner_pay, wear_pay, margin "
+                                "FROM settlement_reconciliation WHERE zone = %s AND month = %s AND version = %s "
+                                "ORDER BY market, currency", (o.zone, first, result.version)).fetchall()
+            unverified = conn.execute(
+                "SELECT count(*) FROM obligations o WHERE o.zone = %s AND o.mtu_start >= %s AND o.mtu_start < %s "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.obligation_id = o.obligation_id)",
+                (o.zone, result.month.start, result.month.end)).fetchone()[0]
+            months.append({
+                "month": f"{first:%Y-%m}", "version": result.version, "status": result.status,
+                "obligations": len({x.obligation_id for x in result.inputs.obligations}),
+                "unverified_obligations_taken_as_delivered": unverified,
+                "owners": owners, "statements": written, "files": str(result.files),
+                "ledger_sha256": result.ledger_hash,
+                "reconciliation": [dict(zip(("market", "currency", "revenue", "penalties", "owner_pay", "wear_pay",
+                                             "margin"), r)) for r in rows]})
+            run.console.print(f"settlement {first:%Y-%m}: {written} owners' statements, "
+                              f"{len(rows)} market rows reconciled; {result.files}")
+    run.summary["settlement"] = {"months": months, "wall_seconds": round(time.perf_counter() - began, 1)}
+
+
 def bids_png(stored, cleared, path: Path) -> None:
     """Offered and accepted MW per MTU, one panel per market (FCR-D up, down, local orders), with
     the clearing price: local prices are a hundred times FCR's and would flatten its panel."""
@@ -487,6 +530,15 @@ def write_summary(run: DemoRun) -> None:
         if d["broken_site"]:
             table.add_row("  broken on purpose", f"{d['broken_site']} ({d['broken_mode']}): carries "
                           f"{d['broken_site_shortfall_kwh']:g} of {d['shortfall_kwh']:g} kWh short")
+    for m in s.get("settlement", {}).get("months", []):
+        table.add_row(f"settled {m['month']} (v{m['version']})", f"{m['statements']} owners' statements (HTML, PDF); "
+                      f"{m['obligations']} obligations, {m['unverified_obligations_taken_as_delivered']} not "
+                      "simulated and taken as delivered")
+        for r in m["reconciliation"]:
+            cur = Currency(r["currency"])
+            table.add_row(f"  {r['market']}", f"revenue {format_money(r['revenue'], cur)} = owners "
+                          f"{format_money(r['owner_pay'], cur)} + wear {format_money(r['wear_pay'], cur)} + penalties "
+                          f"{format_money(r['penalties'], cur)} + margin {format_money(r['margin'], cur)}")
     table.add_row("wall time", f"{s['wall_seconds']} s")
     run.console.print(table)
     run.console.print(f"outputs: {path.parent.resolve()}")
@@ -502,6 +554,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("forecast vs realised", score_issued_forecast),
     ("bids", bid_next_day),
     ("dispatch", dispatch_obligations),
+    ("settlement", settle_months),
     ("fleet state", fleet_state),
     ("summary", write_summary),
 ]

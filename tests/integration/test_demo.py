@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -100,3 +101,13 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
         report = json.loads((demo / "dispatch" / "report.json").read_text())
         assert len(report["obligations"]) == dispatch["simulated"] and not report["not_verified"]
         assert (demo / "dispatch" / "report.png").stat().st_size > 1000
+
+    # The month is settled: a statement (HTML and PDF) for every owner, and every market's
+    # reconciliation holds to the minor unit.
+    months = summary["settlement"]["months"]
+    assert months and all(m["statements"] == m["owners"] > 0 for m in months)
+    for m in months:
+        statements = Path(m["files"]) / "statements"
+        assert len(list(statements.glob("*.pdf"))) == len(list(statements.glob("*.html"))) == m["owners"]
+        assert m["reconciliation"] and all(
+            r["revenue"] == r["owner_pay"] + r["wear_pay"] + r["penalties"] + r["margin"] for r in m["reconciliation"])
