@@ -357,6 +357,17 @@ def test_killed_run_reruns_to_identical_files(settled, tmp_path) -> None:
     assert hashes(tmp_path / "a") == hashes(tmp_path / "b") and len(hashes(tmp_path / "b")) == 6
 
 
+def test_statements_shared_out_among_processes_are_the_same_files(settled, tmp_path) -> None:
+    _need_chromium()
+    statements = [replace(s, owner=replace(s.owner, owner_id=f"owner-{i:02d}"))
+                  for i, s in enumerate(_statement(settled, lang.value) for lang in LANGUAGES * 4)]
+    alone = list(write_statements(statements, tmp_path / "one", workers=1))
+    shared = list(write_statements(statements, tmp_path / "two", workers=2))
+    assert [f.pdf.name for f in shared] == [f.pdf.name for f in alone]      # in the statements' order
+    assert {f.name: f.read_bytes() for f in (tmp_path / "one").iterdir()} == {
+        f.name: f.read_bytes() for f in (tmp_path / "two").iterdir()}
+
+
 def test_one_browser_prints_a_batch(settled, printer) -> None:
     statements = [_statement(settled, lang.value) for lang in LANGUAGES] * 2
     t0 = time.perf_counter()

@@ -15,12 +15,16 @@ a few hundred milliseconds.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
+from multiprocessing.util import Finalize
 from pathlib import Path
 
 from flexfleet.settlement.statement import Statement
@@ -103,21 +107,54 @@ def file_stem(statement: Statement) -> str:
     return f"{statement.owner.owner_id}_{statement.month.label}_v{statement.version}"
 
 
-def write_statements(statements: Iterable[Statement], directory: Path) -> Iterator[StatementFiles]:
-    """Write each statement's HTML and PDF into `directory` with one browser.
+def write_statements(statements: Iterable[Statement], directory: Path, workers: int | None = None
+                     ) -> Iterator[StatementFiles]:
+    """Write each statement's HTML and PDF into `directory`, in the statements' order.
 
     Each file is written to a temporary name and renamed into place, so a run killed halfway
-    leaves whole files or none, and a rerun writes the same bytes over them.
+    leaves whole files or none, and a rerun writes the same bytes over them. With more than one
+    worker (default: one per core) the statements are shared out among processes, each with
+    its own browser: a statement is about half a second of charts and printing, most of a
+    month's settlement of a few hundred owners.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with StatementPrinter() as printer:
-        for s in statements:
-            html = render_html(s)
-            stem = directory / file_stem(s)
-            files = StatementFiles(stem.with_suffix(".html"), stem.with_suffix(".pdf"))
-            _atomic(files.html, html.encode("utf-8"))
-            _atomic(files.pdf, printer.statement_pdf(s, html))
-            yield files
+    todo = list(statements)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) // MIN_PER_WORKER))
+    if workers == 1:
+        with StatementPrinter() as printer:
+            for s in todo:
+                yield _write_one(printer, s, directory)
+        return
+    StatementPrinter()                                    # fail here, not in every worker, without Chromium
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_open_worker) as pool:
+        yield from pool.map(_write_in_worker, todo, repeat(directory), chunksize=4)
+
+
+MIN_PER_WORKER = 8          # fewer statements than this per process: starting browsers costs more
+
+
+def _write_one(printer: StatementPrinter, s: Statement, directory: Path) -> StatementFiles:
+    html = render_html(s)
+    stem = directory / file_stem(s)
+    files = StatementFiles(stem.with_suffix(".html"), stem.with_suffix(".pdf"))
+    _atomic(files.html, html.encode("utf-8"))
+    _atomic(files.pdf, printer.statement_pdf(s, html))
+    return files
+
+
+_worker_printer: StatementPrinter | None = None
+
+
+def _open_worker() -> None:
+    """A worker process's own browser, closed when the pool shuts the worker down."""
+    global _worker_printer
+    _worker_printer = StatementPrinter().__enter__()
+    Finalize(_worker_printer, _worker_printer.__exit__, exitpriority=10)
+
+
+def _write_in_worker(s: Statement, directory: Path) -> StatementFiles:
+    assert _worker_printer is not None
+    return _write_one(_worker_printer, s, directory)
 
 
 @contextmanager
