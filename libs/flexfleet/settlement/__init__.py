@@ -4,7 +4,8 @@ reconciliation per market. Pure: no I/O (see README.md in this folder)."""
 from flexfleet.settlement.allocation import allocate, exact_shares
 from flexfleet.settlement.contracts import ChargingRefund, Contract, ContractTerm, RefundScope, contract_from_mapping
 from flexfleet.settlement.inputs import (CapUsage, Commitment, DeliveryLike, Month, ObligationMtu, Penalty,
-                                         PenaltyKind, SocTrace, VehicleMtu, obligation_mtu, shortfall_cause)
+                                         PenaltyKind, SocTrace, VehicleMtu, VehicleMtus, obligation_mtu,
+                                         shortfall_cause)
 from flexfleet.settlement.ledger import Account, AccountKind, EntryKind, JournalEntry, Posting, balances
 from flexfleet.settlement.lines import (UNATTRIBUTED, EligibilityCheck, MarketPart, ObligationSettlement, OwnerLine,
                                         PenaltyAmount, ReconciliationRow, Source)
@@ -17,7 +18,7 @@ __all__ = [
     "UNATTRIBUTED", "Account", "AccountKind", "CapUsage", "ChargingRefund", "Commitment", "Contract", "ContractTerm",
     "DeliveryLike", "EligibilityCheck", "EntryKind", "FxRate", "JournalEntry", "MarketPart", "Money", "Month",
     "MonthReport", "ObligationMtu", "ObligationSettlement", "OwnerLine", "Penalty", "PenaltyAmount", "PenaltyKind",
-    "Posting", "ReconciliationRow", "RefundScope", "Settlement", "SocTrace", "Source", "VehicleMtu", "WearAssessment",
+    "Posting", "ReconciliationRow", "RefundScope", "Settlement", "SocTrace", "Source", "VehicleMtu", "VehicleMtus", "WearAssessment",
     "allocate", "balances", "contract_from_mapping", "exact_shares", "format_money", "fx_rate", "major",
     "minor_units", "month_report", "obligation_mtu", "round_half_up", "settle_month", "shortfall_cause",
 ]

@@ -16,7 +16,7 @@ negative; a zero total gives zero parts, a non-zero total needs a positive weigh
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from fractions import Fraction
 from math import lcm
 from typing import Any, TypeVar
@@ -38,6 +38,29 @@ def _weight(key: Any, w: object) -> Fraction:
     return f
 
 
+_SCALE = Context(prec=80, traps=[Inexact, Overflow, InvalidOperation])
+
+
+def _decimal_ints(keys: list[Any], ws: list[object]) -> list[int] | None:
+    """Int and Decimal weights as integers over a common power of ten (what Fractions would give,
+    without them: attribution splits hundreds of thousands of lines); None for other weights."""
+    exponent = 0
+    for w in ws:
+        if type(w) is Decimal:
+            if not w.is_finite():
+                return None
+            exponent = min(exponent, w.as_tuple().exponent)  # type: ignore[type-var]
+        elif type(w) is not int:
+            return None
+    shift = 10 ** -exponent
+    out = [int(w.scaleb(-exponent, _SCALE)) if type(w) is Decimal else w * shift  # type: ignore[union-attr]
+           for w in ws]
+    for k, w in zip(keys, out):
+        if w < 0:
+            _weight(k, ws[keys.index(k)])       # raises, naming the key and the weight as given
+    return out
+
+
 def allocate(total: int, weights: Mapping[K, Weight] | Iterable[tuple[K, Weight]]) -> dict[K, int]:
     """`total` split over the keys in proportion to their weights; the parts sum to `total`.
 
@@ -54,17 +77,18 @@ def allocate(total: int, weights: Mapping[K, Weight] | Iterable[tuple[K, Weight]
     except TypeError:
         raise DomainError("weights", "keys must be comparable with each other (for the tie-break)") from None
     keys = [keys[i] for i in order]
-    ws = [_weight(keys[j], pairs[i][1]) for j, i in enumerate(order)]
+    ints = _decimal_ints(keys, [pairs[i][1] for i in order])
+    if ints is None:
+        ws = [_weight(keys[j], pairs[i][1]) for j, i in enumerate(order)]
+        # Exact shares t x w / sum(w) in integers: weights over their common denominator.
+        den = lcm(*(w.denominator for w in ws))
+        ints = [w.numerator * (den // w.denominator) for w in ws]
     if total == 0:
         return {k: 0 for k in keys}
-    whole = sum(ws, Fraction(0))
-    if whole == 0:
+    whole_int = sum(ints)
+    if whole_int == 0:
         raise DomainError("weights", f"all weights are zero (or none given); cannot split {total}")
     sign, t = (1, total) if total > 0 else (-1, -total)
-    # Exact shares t x w / sum(w) in integers: weights over their common denominator.
-    den = lcm(*(w.denominator for w in ws))
-    ints = [w.numerator * (den // w.denominator) for w in ws]
-    whole_int = sum(ints)
     parts, remainders = [], []
     for w in ints:
         q, r = divmod(t * w, whole_int)

@@ -35,29 +35,43 @@ from flexfleet.settlement.money import EXACT, FxRate, round_half_up
 
 K = TypeVar("K", bound=Hashable)
 Profile = tuple[tuple[str, Decimal], ...]   # committed kW per market, sorted by market
+_ZERO = Decimal(0)
 
 
 class MarketWeights:
     """Committed kW per market and MTU for each vehicle, and kW x hours over the month."""
 
     def __init__(self, obligations: Iterable[ObligationMtu]) -> None:
-        self._month: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        self._fleet: dict[str, Decimal] = defaultdict(Decimal)
-        at: dict[tuple[str, datetime], dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        add, mul = EXACT.add, EXACT.multiply
-        for o in obligations:
+        self.obligations = list(obligations)
+        mine: dict[tuple[str, str], Decimal] = {}
+        fleet: dict[str, Decimal] = {}
+        add, mul, get = EXACT.add, EXACT.multiply, mine.get
+        for o in self.obligations:
             hours = EXACT.divide(Decimal(int((o.mtu_end - o.mtu_start).total_seconds())), 3600)
-            mine, fleet = self._month, self._fleet
+            p = o.product_id
             for c in o.commitments:
-                kwh = mul(c.kw, hours)
-                mine[c.vehicle_id][o.product_id] = add(mine[c.vehicle_id][o.product_id], kwh)
-                fleet[o.product_id] = add(fleet[o.product_id], kwh)
-                t = o.mtu_start
-                while t < o.mtu_end:
-                    slot = at[(c.vehicle_id, t)]
-                    slot[o.product_id] = add(slot[o.product_id], c.kw)
-                    t += MTU
-        self._at: dict[tuple[str, datetime], Profile] = {k: tuple(sorted(v.items())) for k, v in at.items()}
+                k = (c.vehicle_id, p)
+                mine[k] = add(get(k, _ZERO), mul(c.kw, hours))
+            if o.commitments:
+                fleet[p] = add(fleet.get(p, _ZERO), mul(o.committed_kw, hours))
+        self._month: dict[str, dict[str, Decimal]] = {}
+        for (v, p), kwh in mine.items():
+            self._month.setdefault(v, {})[p] = kwh
+        self._fleet = fleet
+        self._at: dict[tuple[str, datetime], Profile] | None = None   # built when first asked (per-record path)
+
+    def _slots(self) -> dict[tuple[str, datetime], Profile]:
+        if self._at is None:
+            at: dict[tuple[str, datetime], dict[str, Decimal]] = defaultdict(dict)
+            for o in self.obligations:
+                for c in o.commitments:
+                    t = o.mtu_start
+                    while t < o.mtu_end:
+                        slot = at[(c.vehicle_id, t)]
+                        slot[o.product_id] = EXACT.add(slot.get(o.product_id, _ZERO), c.kw)
+                        t += MTU
+            self._at = {k: tuple(sorted(v.items())) for k, v in at.items()}
+        return self._at
 
     def month(self, vehicle_id: str) -> dict[str, Decimal]:
         """The vehicle's kW x hours per market, else the fleet's, else all to "unattributed"."""
@@ -70,7 +84,7 @@ class MarketWeights:
 
     def at(self, vehicle_id: str, mtu: datetime) -> Profile:
         """The vehicle's committed kW per market in one 15-minute MTU, as sorted pairs (empty: none)."""
-        return self._at.get((vehicle_id, mtu), ())
+        return self._slots().get((vehicle_id, mtu), ())
 
 
 class EnergyWeights:
