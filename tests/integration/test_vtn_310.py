@@ -231,7 +231,7 @@ def test_migration_0009_fills_in_what_earlier_rows_lack(pg_server, tmp_path) -> 
                          "VALUES ('p1', 'old', %s, now(), now())", (psycopg.types.json.Jsonb(program),))
             conn.execute("INSERT INTO oadr_subscriptions (id, program_id, client_name, body, created_at, modified_at) "
                          "VALUES ('s1', 'p1', 'c', '{}', now(), now())")
-        assert migrate(url) == ["0009_openadr310"]
+        assert migrate(url)[0] == "0009_openadr310"          # and the later ones after it
         with psycopg.connect(url, autocommit=True) as conn:
             assert conn.execute("SELECT version, target_values FROM oadr_programs").fetchone() == ("3.0.1", ["5", "g1"])
             assert conn.execute("SELECT owner_client FROM oadr_subscriptions").fetchone() == ("bl-client",)
