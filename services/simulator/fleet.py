@@ -115,7 +115,7 @@ class Habits:
     min_soc_pct: float
     api_linked: bool           # the maker's cloud API reports SoC, temperature and odometer
     clock_offset_s: int
-    clock_drift_s_per_day: int  # only forward, so readings never swap order
+    clock_drift_s_per_day: int  # only forward, so readings never swap order; up to CLOCK_SYNC_S in all
 
 
 @dataclass(frozen=True)
