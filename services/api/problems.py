@@ -51,7 +51,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    field: str | None = Field(None, description='The field at fault, e.g. "username" or "month".')
+    field: str | None = Field(None, description='The field at fault, e.g. "month" or "results.0.accepted_mw".')
     instance: str | None = Field(None, description="The request path.")
     errors: list[FieldError] | None = Field(None, description="Every field at fault, when there are several.")
 

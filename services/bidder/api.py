@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flexfleet.bidding import BiddingInputError
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.zones import BiddingZone
+from services.api.problems import Problem
 from services.bidder.files import bid_record, plan_record
 from services.bidder.store import (ClearingConflict, ClearingIn, NotFound, Obligation, list_bids, list_obligations,
                                    record_clearing)
@@ -187,23 +188,6 @@ class ObligationOut(_Model):
 
 class ObligationsOut(_Model):
     obligations: list[ObligationOut]
-
-
-class FieldError(_Model):
-    field: str
-    reason: str
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, with the field at fault."""
-
-    type: str = Field(description="Identifies the kind of problem.")
-    title: str
-    status: int
-    detail: str
-    field: str | None = Field(None, description='The field at fault, e.g. "day" or "results.0.accepted_mw".')
-    instance: str | None = Field(None, description="The request path.")
-    errors: list[FieldError] | None = Field(None, description="Every field at fault, when the request has several.")
 
 
 def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
