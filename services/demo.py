@@ -14,7 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -51,6 +51,7 @@ from services.forecaster.store import load_forecast
 from services.ingest.worker import TELEMETRY_TOPIC, IngestConfig, IngestWorker
 from services.runtime.services import Platform, ensure_topics, platform
 from services.sessions import derive_and_store_sessions, import_sessions_csv
+from services.settlement import store as settlement_store
 from services.settlement.service import settle, write_owner_statements
 from services.simulator.fleet import Fleet, generate_fleet
 from services.simulator.publish import publish
@@ -308,9 +309,7 @@ def settle_months(run: DemoRun) -> None:
             with _progress(run.console) as bar:
                 task = bar.add_task(f"statements {first:%Y-%m}", total=owners)
                 written = write_owner_statements(conn, result, on_written=lambda: bar.advance(task))
-            rows = conn.execute("SELECT market, currency, revenue, penalties, owner_pay, wear_pay, margin "
-                                "FROM settlement_reconciliation WHERE zone = %s AND month = %s AND version = %s "
-                                "ORDER BY market, currency", (o.zone, first, result.version)).fetchall()
+            rows = settlement_store.reconciliation(conn, o.zone, first, result.version)
             unverified = conn.execute(
                 "SELECT count(*) FROM obligations o WHERE o.zone = %s AND o.mtu_start >= %s AND o.mtu_start < %s "
                 "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.obligation_id = o.obligation_id)",
@@ -321,8 +320,7 @@ def settle_months(run: DemoRun) -> None:
                 "unverified_obligations_taken_as_delivered": unverified,
                 "owners": owners, "statements": written, "files": str(result.files),
                 "ledger_sha256": result.ledger_hash,
-                "reconciliation": [dict(zip(("market", "currency", "revenue", "penalties", "owner_pay", "wear_pay",
-                                             "margin"), r)) for r in rows]})
+                "reconciliation": [{**asdict(r), "currency": r.currency.value} for r in rows]})
             run.console.print(f"settlement {first:%Y-%m}: {written} owners' statements, "
                               f"{len(rows)} market rows reconciled; {result.files}")
     run.summary["settlement"] = {"months": months, "wall_seconds": round(time.perf_counter() - began, 1)}

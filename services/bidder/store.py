@@ -239,10 +239,13 @@ def obligation(conn: psycopg.Connection, obligation_id: str) -> Obligation:
     return _obligation(row)
 
 
-def list_obligations(conn: psycopg.Connection, start: datetime | None = None, end: datetime | None = None
-                     ) -> list[Obligation]:
-    """Obligations overlapping [start, end), in time order."""
+def list_obligations(conn: psycopg.Connection, start: datetime | None = None, end: datetime | None = None,
+                     zone: str | None = None) -> list[Obligation]:
+    """Obligations overlapping [start, end) (of `zone`, if given), in time order."""
     where, args = ["true"], []
+    if zone is not None:
+        where.append("o.zone = %s")
+        args.append(zone)
     if start is not None:
         where.append("o.mtu_end > %s")
         args.append(start)

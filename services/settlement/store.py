@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from flexfleet.domain.model import Currency
 from flexfleet.settlement import CapUsage, FxRate, JournalEntry, OwnerLine, ReconciliationRow
 from services.settlement.inputs import stored_obligation_id
 
@@ -156,6 +157,15 @@ def write_cap_usage(conn: psycopg.Connection, run: Run, usage: Iterable[CapUsage
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO settlement_cap_usage VALUES (%s, %s, %s, %s, %s, %s)",
                         [(*_key(run), u.contract_id, u.year, u.counted) for u in usage])
+
+
+def reconciliation(conn: psycopg.Connection, zone: str, month: date, version: int) -> list[ReconciliationRow]:
+    """A stored version's reconciliation rows, by market and currency (sorted here, as settlement
+    sorts them, not by the database's collation)."""
+    return sorted((ReconciliationRow(market, Currency(cur), *amounts) for market, cur, *amounts in conn.execute(
+        "SELECT market, currency, revenue, penalties, owner_pay, wear_pay, margin FROM settlement_reconciliation "
+        "WHERE zone = %s AND month = %s AND version = %s", (zone, month, version))),
+        key=lambda r: (r.market, r.currency.value))
 
 
 def statement_totals(conn: psycopg.Connection, zone: str, month: date, version: int) -> dict[str, dict[str, int]]:

@@ -126,10 +126,7 @@ def stored_report(conn: psycopg.Connection, zone: str, month: Month | str, versi
         raise DomainError("version", f"{zone} {m.label} has no posted version {version!r}")
     entries = _stored_entries(store.posted_postings(conn, zone, m.first_day, below_version=version + 1))
     lines = _stored_lines(conn, zone, m.first_day, version)
-    recon = sorted((ReconciliationRow(market, Currency(cur), *amounts) for market, cur, *amounts in conn.execute(
-        "SELECT market, currency, revenue, penalties, owner_pay, wear_pay, margin FROM settlement_reconciliation "
-        "WHERE zone = %s AND month = %s AND version = %s", (zone, m.first_day, version))),
-        key=lambda r: (r.market, r.currency.value))
+    recon = store.reconciliation(conn, zone, m.first_day, version)
     mtus: dict[str, set] = defaultdict(set)
     for e in entries:
         if e.kind is EntryKind.REVENUE:
