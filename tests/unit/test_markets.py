@@ -23,6 +23,7 @@ from flexfleet.markets import (
     parse_catalogue,
     round_to_step,
 )
+from flexfleet.markets.exchange_rates import default_exchange_rates, parse_exchange_rates
 
 DATA = Path(__file__).parents[2] / "data/markets/nordic_products.json"
 RAW = json.loads(DATA.read_text())
@@ -38,6 +39,12 @@ def _raw_with(product_id: str, **changes: object) -> dict:
 
 def test_packaged_catalogue_is_the_data_file() -> None:
     assert default_catalogue() == parse_catalogue(DATA.read_text())
+
+
+def test_packaged_exchange_rates_are_the_data_files() -> None:
+    rates = DATA.parent / "exchange_rates"
+    assert default_exchange_rates() == parse_exchange_rates(rates.with_suffix(".json").read_text(),
+                                                            rates.with_suffix(".csv").read_text())
 
 
 def test_every_zone_has_mfrr_and_fcr_exists_where_the_nordic_area_is() -> None:

@@ -87,8 +87,8 @@ def test_fx_uses_the_latest_rate_on_or_before_the_months_last_day() -> None:
     fx = fx_rate(rates, Currency.NOK, Currency.SEK, rate_day(date(2026, 10, 1)))
     assert (fx.from_per_eur.day, fx.to_per_eur.day) == (date(2026, 10, 30), date(2026, 10, 30))
     assert fx.factor == Fraction(D("10.9780")) / Fraction(D("10.3120"))
-    earlier = fx_rate(rates, Currency.EUR, Currency.DKK, date(2026, 10, 29))
-    assert earlier.to_per_eur.day == date(2026, 1, 2)          # never a rate published later
+    earlier = fx_rate(rates, Currency.EUR, Currency.DKK, date(2026, 10, 25))     # a Sunday
+    assert earlier.to_per_eur.day == date(2026, 10, 23)        # never a rate published later
     with pytest.raises(DomainError, match="exchange_rates: .*no SEK rate on or before 2021-12-31"):
         fx_rate(rates, Currency.SEK, Currency.EUR, date(2021, 12, 31))
 

@@ -174,7 +174,7 @@ def test_the_page_shows_every_market_to_the_cent_and_says_reconciled(v1: MonthRe
     assert [cells[0][1] for _, cells in largest] == ["obl-B", "obl-B", "obl-C"]     # EUR first, largest first
     assert [int(cells[-1][0]["data-minor"]) for _, cells in largest] == [667, 200, 300]
     assert [cells[2][1] for _, cells in largest][:1] == ["2026-06-18 15:00"]        # local time, SE3 in summer
-    assert {c[1][1][1] for c in rows.table("fx", "fx")} == {"10.808500", "0.092520"}
+    assert {c[1][1][1] for c in rows.table("fx", "fx")} == {"11.093500", "0.090143"}
     assert html.count("<svg") == 4                                 # markets and owner pay, one chart per currency
 
 

@@ -6,10 +6,11 @@ settlement posts is an int of cents (öre, øre) tagged with its currency. Inter
 (rate x quantity, a share of a pool, a conversion) are exact Fractions until the one place that
 rounds them, which says how (half up here, largest remainder in `allocation`).
 
-Conversion reuses the dated ECB reference rates of `flexfleet.markets.exchange_rates`: the rate
-for a month is the latest one published on or before the month's last day (`rate_day`). The
-month's pay is owed when the month closes, one rate per currency pair and month keeps each
-statement to one stated rate, and a rerun next year picks the same rate as the first run.
+Conversion reuses the daily ECB reference rates of `flexfleet.markets.exchange_rates`: the rate
+for a month is the latest one published on or before the month's last day (`rate_day`), i.e. that
+of its last ECB business day (a month ending on a weekend or a TARGET holiday uses the business
+day before). The month's pay is owed when the month closes, one rate per currency pair and month
+keeps each statement to one stated rate, and a rerun next year picks the same rate as the first run.
 """
 
 from __future__ import annotations
