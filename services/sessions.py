@@ -26,7 +26,7 @@ _UPSERT = (_INSERT + "DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("vehicle_id", "plug_in_at"))
            + ", imported_at = now() WHERE NOT charging_sessions.complete")
 _TELEMETRY = ("vehicle_id", "ts", "plugged_in", "charger_id", "power_kw", "soc_pct", "energy_import_kwh",
-              "departure_at", "min_soc_pct")
+              "departure_at", "min_soc_pct", "target_soc_pct")
 # Sessions that the window's first readings may continue: open ones, and complete ones that
 # straddle `start` (a window derived again). Reading from their plug-in re-derives them whole
 # with the same key instead of adding a truncated copy.
@@ -49,8 +49,7 @@ class ImportResult:
 
 
 def _row(s: Session) -> tuple:
-    return (s.vehicle_id, s.charger_id, s.plug_in_at, s.plug_out_at, s.energy_kwh, s.soc_start, s.soc_end,
-            s.max_power_kw, s.departure_declared_at, s.min_soc, s.complete, s.source)
+    return tuple(getattr(s, name) for name in _COLUMNS)
 
 
 def import_sessions_csv(conn: psycopg.Connection, path: str | Path) -> ImportResult:

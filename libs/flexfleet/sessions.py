@@ -38,9 +38,9 @@ from flexfleet.domain.time import format_rfc3339, to_utc
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "vehicle_id", "charger_id", "plug_in_at", "plug_out_at", "energy_kwh", "soc_start", "soc_end",
-    "max_power_kw", "departure_declared_at", "min_soc", "complete")
+    "max_power_kw", "departure_declared_at", "min_soc", "target_soc", "complete")
 REQUIRED_CSV_COLUMNS = ("vehicle_id", "charger_id", "plug_in_at", "plug_out_at", "energy_kwh")
-OPTIONAL_CSV_COLUMNS = ("soc_start", "soc_end", "max_power_kw", "departure_declared_at", "min_soc")
+OPTIONAL_CSV_COLUMNS = ("soc_start", "soc_end", "max_power_kw", "departure_declared_at", "min_soc", "target_soc")
 # Passenger-car packs hold up to about 120 kWh (107 kWh the largest in data/vehicles); 200 kWh
 # in one stay is a typo or a meter that wrapped, not a charge.
 MAX_SESSION_KWH = 200.0
@@ -68,6 +68,7 @@ class Session:
     min_soc: float | None = None
     source: str = "import"
     complete: bool = True      # False: still plugged in when the data ended (telemetry only)
+    target_soc: float | None = None   # the owner's departure target; last, so older callers' order holds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plug_in_at", to_utc(self.plug_in_at, "plug_in_at"))
@@ -78,9 +79,10 @@ class Session:
         if self.plug_out_at <= self.plug_in_at:
             raise DomainError("plug_out_at", "must be after plug_in_at")
         _number(self.energy_kwh, "energy_kwh", 0.0, None)
-        for name in ("soc_start", "soc_end", "min_soc"):
+        for name in ("soc_start", "soc_end", "min_soc", "target_soc"):
             if getattr(self, name) is not None:
                 _number(getattr(self, name), name, 0.0, 100.0)
+        _target_not_below_minimum(self.target_soc, self.min_soc)
         if self.max_power_kw is not None:
             _number(self.max_power_kw, "max_power_kw", 0.0, MAX_POWER_KW)
 
@@ -95,6 +97,13 @@ class RowError:
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.field}: {self.reason}"
+
+
+def _target_not_below_minimum(target: float | None, min_soc: float | None) -> None:
+    """The owner asks for the target by departure and never to go below the minimum: a target
+    under the minimum cannot be honoured both ways, so it is refused where it enters."""
+    if target is not None and min_soc is not None and target < min_soc:
+        raise DomainError("target_soc", f"must be at least min_soc ({min_soc:g}); got {target:g}")
 
 
 def _number(value: object, name: str, lo: float | None, hi: float | None) -> float:
@@ -147,6 +156,9 @@ def derive_sessions(readings: pd.DataFrame, max_gap: timedelta = DEFAULT_MAX_GAP
 
     Energy is the difference of the charger's import register over the run where it was read at
     least twice (and did not run backwards), otherwise the trapezoid of positive power over time.
+    The owner's declaration (departure, minimum and target SoC) is each one's first value in the
+    run: what the stay was planned for.
+
     All of it is array arithmetic over run ids, no Python per reading: 10 million readings take
     about 10 s on one core (twice that when they come in random order rather than by time).
     """
@@ -233,13 +245,14 @@ def derive_sessions(readings: pd.DataFrame, max_gap: timedelta = DEFAULT_MAX_GAP
         "soc": _column(readings, "soc_pct", len(ts))[src],
         "register": _column(readings, "energy_import_kwh", len(ts))[src],
         "min_soc": _column(readings, "min_soc_pct", len(ts))[src],
+        "target_soc": _column(readings, "target_soc_pct", len(ts))[src],
         "departure": (_utc_ns(readings["departure_at"], "departure_at")[src]
                       if "departure_at" in readings else np.datetime64("NaT", "ns")),
     })
     agg = per_reading.groupby("run", sort=True).agg(
         soc_start=("soc", "first"), soc_end=("soc", "last"), max_power_kw=("power", "max"),
         reg_first=("register", "first"), reg_last=("register", "last"), reg_n=("register", "count"),
-        departure=("departure", "first"), min_soc=("min_soc", "first"))
+        departure=("departure", "first"), min_soc=("min_soc", "first"), target_soc=("target_soc", "first"))
     by_register = agg["reg_last"].to_numpy() - agg["reg_first"].to_numpy()
     use_register = (agg["reg_n"].to_numpy() >= 2) & (by_register >= 0)
     energy = np.where(use_register, by_register, trapezoid)
@@ -255,6 +268,7 @@ def derive_sessions(readings: pd.DataFrame, max_gap: timedelta = DEFAULT_MAX_GAP
         "max_power_kw": np.clip(agg["max_power_kw"].to_numpy(), 0.0, None),  # discharging only: 0
         "departure_declared_at": pd.to_datetime(agg["departure"].to_numpy(), utc=True),
         "min_soc": agg["min_soc"].to_numpy(),
+        "target_soc": agg["target_soc"].to_numpy(),
         "complete": complete,
     })
 
@@ -323,6 +337,7 @@ _CELLS: dict[str, Callable[[str, str], object]] = {
     "max_power_kw": _number_cell(0.0, MAX_POWER_KW),
     "departure_declared_at": _time_cell,
     "min_soc": _number_cell(0.0, 100.0),
+    "target_soc": _number_cell(0.0, 100.0),
 }
 _BAD = object()
 
@@ -358,6 +373,7 @@ def _parse_row(cells: list[str], columns: dict[str, int], line: int,
             value[name] = _BAD
     vehicle, t_in, t_out = value["vehicle_id"], value["plug_in_at"], value["plug_out_at"]
     energy, max_kw = value["energy_kwh"], value["max_power_kw"]
+    target, min_soc = value["target_soc"], value["min_soc"]
     if known_vehicles is not None and vehicle is not _BAD and vehicle not in known_vehicles:
         errors.append(RowError(line, "vehicle_id", f"unknown vehicle {vehicle!r}: not in the fleet registry"))
     times_ok = t_in is not _BAD and t_out is not _BAD
@@ -374,6 +390,11 @@ def _parse_row(cells: list[str], columns: dict[str, int], line: int,
             if energy > limit + 1e-9:
                 errors.append(RowError(line, "energy_kwh", f"{energy:g} kWh is more than max_power_kw "
                                        f"allows ({max_kw:g} kW × {hours:.2f} h + 10 % = {limit:.2f} kWh)"))
+    if target is not None and target is not _BAD and min_soc is not None and min_soc is not _BAD:
+        try:
+            _target_not_below_minimum(target, min_soc)
+        except DomainError as e:
+            errors.append(RowError(line, e.field, e.reason))
     if errors:
         return None, errors
     return Session(**{name: value[name] for name in _CELLS}, source="import"), []

@@ -3,7 +3,8 @@
 Ingest runs this on every message, so it is hand-written rather than a generic JSON-schema
 validator (a test holds it to the schema with jsonschema on generated messages). Beyond the
 schema it checks what only the fleet registry knows: the vehicle and charger exist and the power
-is within the pair's ratings.
+is within the pair's ratings; and what a JSON schema cannot compare: a departure target SoC is not
+below the minimum SoC declared with it.
 
 >>> from datetime import datetime, UTC
 >>> registry = FleetLimits({"v1": Limits(11.0, 0.0)}, {"c1": Limits(11.0, 0.0)})
@@ -56,6 +57,7 @@ class Reading(NamedTuple):
     odometer_km: float | None
     departure_at: datetime | None
     min_soc_pct: float | None
+    target_soc_pct: float | None
 
 
 COLUMNS: tuple[str, ...] = Reading._fields
@@ -106,6 +108,7 @@ _FIELDS: dict[str, tuple[bool, bool, str]] = {
     "odometer_km": (False, True, "number"),
     "departure_at": (False, True, "time"),
     "min_soc_pct": (False, True, "number"),
+    "target_soc_pct": (False, True, "number"),
 }
 _REQUIRED = tuple(name for name, (required, _, _) in _FIELDS.items() if required)
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -116,6 +119,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "battery_temp_c": (-40.0, 85.0),
     "odometer_km": (0.0, None),
     "min_soc_pct": (0.0, 100.0),
+    "target_soc_pct": (0.0, 100.0),
 }
 
 
@@ -196,9 +200,9 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
             raise _Invalid(name, "missing", "is required")
     get = doc.get
     # The common case inline (it runs for every message); _check explains any failure.
-    power, soc, e_in, e_out, temp, odo, min_soc = (
+    power, soc, e_in, e_out, temp, odo, min_soc, target = (
         get("power_kw"), get("soc_pct"), get("energy_import_kwh"), get("energy_export_kwh"),
-        get("battery_temp_c"), get("odometer_km"), get("min_soc_pct"))
+        get("battery_temp_c"), get("odometer_km"), get("min_soc_pct"), get("target_soc_pct"))
     if type(power) not in _NUMBER or not -400.0 <= power <= 400.0:
         _check("power_kw", power)
     if soc is not None and (type(soc) not in _NUMBER or not 0.0 <= soc <= 100.0):
@@ -213,6 +217,14 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
         _check("odometer_km", odo)
     if min_soc is not None and (type(min_soc) not in _NUMBER or not 0.0 <= min_soc <= 100.0):
         _check("min_soc_pct", min_soc)
+    if target is not None:
+        if type(target) not in _NUMBER or not 0.0 <= target <= 100.0:
+            _check("target_soc_pct", target)
+        # The owner asks for the target at departure and never to go below the minimum: a target
+        # under the minimum is a contradiction the platform cannot honour both ways.
+        if min_soc is not None and target < min_soc:
+            raise _Invalid("target_soc_pct", "below_min_soc",
+                           f"must be at least min_soc_pct ({min_soc:g}), got {target:g}")
     vehicle_id = doc["vehicle_id"]
     if type(vehicle_id) is not str or not _ID.fullmatch(vehicle_id):
         _check("vehicle_id", vehicle_id)
@@ -259,7 +271,8 @@ def _parse(raw: bytes | None, limits: FleetLimits, now: datetime, future_toleran
                    None if soc is None else float(soc), soc_source,
                    None if e_in is None else float(e_in), None if e_out is None else float(e_out),
                    None if temp is None else float(temp), None if odo is None else float(odo),
-                   departure_at, None if min_soc is None else float(min_soc))
+                   departure_at, None if min_soc is None else float(min_soc),
+                   None if target is None else float(target))
 
 
 def parse_reading(raw: bytes | None, limits: FleetLimits, now: datetime,

@@ -40,7 +40,8 @@ _STAGE_DDL = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage "
               "(LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 _COPY = f"COPY telemetry_stage ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ["text", "timestamptz", "bool", "text", "float4", "float4", "text", "float8",
-               "float8", "float4", "float8", "timestamptz", "float4"]
+               "float8", "float4", "float8", "timestamptz", "float4", "float4"]
+assert len(_COPY_TYPES) == len(COLUMNS), "one binary COPY type per telemetry column"
 _INSERT = "INSERT INTO telemetry SELECT * FROM telemetry_stage ON CONFLICT DO NOTHING"
 _INSERT_REJECT = """INSERT INTO telemetry_rejects
     (topic, partition, "offset", message_key, message, field, code, reason)

@@ -111,8 +111,9 @@ class Habits:
     plug_in_habit: float       # probability of plugging in at home when SoC is comfortable
     charge_limit_pct: float    # the car's charge limit
     scheduled_start_hour: float | None  # charges from this local hour (cheap night prices), None: at once
-    declares_departure: float  # probability of setting a departure time and minimum SoC in the app
+    declares_departure: float  # probability of setting a departure time, minimum and target SoC in the app
     min_soc_pct: float
+    target_soc_pct: float      # SoC asked for by the departure; never above the car's charge limit
     api_linked: bool           # the maker's cloud API reports SoC, temperature and odometer
     clock_offset_s: int
     clock_drift_s_per_day: int  # only forward, so readings never swap order; up to CLOCK_SYNC_S in all
@@ -168,6 +169,7 @@ def generate_fleet(n: int, seed: int = 7, zone: str | BiddingZone = "SE3",
     country = zone.country
     kinds = rng.choice(list(ARCHETYPE_SHARE), size=n, p=list(ARCHETYPE_SHARE.values()))
     offers = np.random.default_rng([seed, 0x5E77])  # its own stream: the fleet itself stays as it was
+    targets = np.random.default_rng([seed, 0x7A26])  # likewise for the departure targets
 
     owners: dict[str, Owner] = {}
     sites: list[Site] = []
@@ -229,16 +231,20 @@ def generate_fleet(n: int, seed: int = 7, zone: str | BiddingZone = "SE3",
                                   terms=contract_terms(plan, start, owner.currency, model.spec.v2g_capable)))
         commute_km = float(np.clip(rng.lognormal(np.log(18), 0.6), 2, 90))
         scheduled = None if shared or rng.random() < 0.55 else float(rng.choice([22.0, 23.0, 1.0]))
+        # Drawn for every owner (hub cars too), so each one's target is the same whatever the
+        # others are; capped at the car's charge limit, where the car would stop short of it.
+        drawn_target = float(targets.choice([70.0, 80.0, 90.0, 100.0], p=[0.2, 0.5, 0.2, 0.1]))
         habits.append(Habits(
             archetype=kind, home_charger=home, away_charger=away,
             commute_km=commute_km, commute_min=float(np.clip(commute_km * rng.uniform(1.1, 1.8), 5, 90)),
             leave_hour=float(np.clip(rng.normal(7.4, 0.6), 5.5, 9.5)),
             return_hour=float(np.clip(rng.normal(16.4, 0.7), 14.0, 19.0)),
             plug_in_habit=1.0 if shared else float(rng.choice([0.95, 0.7, 0.4], p=[0.6, 0.3, 0.1])),
-            charge_limit_pct=float(rng.choice([80.0, 90.0, 100.0], p=[0.55, 0.35, 0.10])),
+            charge_limit_pct=(limit := float(rng.choice([80.0, 90.0, 100.0], p=[0.55, 0.35, 0.10]))),
             scheduled_start_hour=scheduled,
             declares_departure=1.0 if shared else float(rng.choice([0.0, 0.5, 0.9], p=[0.35, 0.35, 0.3])),
             min_soc_pct=60.0 if shared else float(rng.choice([20.0, 30.0, 40.0, 50.0])),
+            target_soc_pct=min(80.0 if shared else drawn_target, limit),
             api_linked=bool(rng.random() < 0.85),
             clock_offset_s=int(rng.choice([0, 0, 0, 1, -1, 2, 5, -3, 30, 90])),
             clock_drift_s_per_day=int(rng.random() < 0.03) * int(rng.integers(1, 20)),

@@ -4,7 +4,8 @@ A step-based simulation, vectorised over vehicles: events (departures, arrivals,
 handled per vehicle as they fall due, the physics in between (driving drains, charging fills,
 batteries warm and cool) for all vehicles at once. What makes real telemetry awkward is kept:
 gaps while a charger is offline, cars that only report through their charger, clocks that run
-ahead, owners who charge at night, declare a departure in the app, or forget to plug in.
+ahead, owners who charge at night, declare a departure (with a minimum and a target SoC) in the
+app, or forget to plug in.
 
 `bad_share` replaces that share of readings with a broken message of a known kind; each message
 carries the rejection ingest must give it (`expected`), so tests and the demo can count exactly.
@@ -180,6 +181,7 @@ class _State:
         self.power = np.zeros(n)
         self.declared = np.full(n, -1, dtype=np.int64)
         self.min_soc = np.full(n, np.nan)
+        self.target_soc = np.full(n, np.nan)
         self.next_move = np.array([next((k for k, mv in enumerate(p) if mv.depart_s >= start_s), len(p))
                                    for p in plans])
         self.next_event = np.array([p[k].depart_s if k < len(p) else np.inf
@@ -210,7 +212,7 @@ class _State:
         if self.sessions is not None and self.charger[i] >= 0:
             self._close_session(i, t, complete=True)
         self.charger[i], self.charge_kw[i], self.power[i] = -1, 0.0, 0.0
-        self.declared[i], self.min_soc[i] = -1, np.nan
+        self.declared[i], self.min_soc[i], self.target_soc[i] = -1, np.nan, np.nan
         winter = 1.0 + 0.02 * max(0.0, 15.0 - self.ambient)
         self.driving[i], self.dest[i] = True, mv.dest
         self.drain[i] = mv.km * self.kwh_per_km[i] * winter / self.cap[i] * 100 / mv.leg_s
@@ -239,7 +241,7 @@ class _State:
             early = 0 if place is Place.HUB else int(self.rng.choice([0, 900, 1800]))
             if k < len(plan):
                 self.declared[i] = (plan[k].depart_s - early) // 900 * 900
-                self.min_soc[i] = h.min_soc_pct
+                self.min_soc[i], self.target_soc[i] = h.min_soc_pct, h.target_soc_pct
         if self.sessions is not None:
             self.open_sessions[i] = (t, float(self.soc[i]), float(self.e_import[charger]))
 
@@ -250,7 +252,8 @@ class _State:
         self.sessions.append((self.ids[i], self.charger_ids[c], t_in, t, float(self.e_import[c]) - e_in,
                               soc_in, float(self.soc[i]), float(self.charge_kw[i]),
                               int(self.declared[i]) if self.declared[i] >= 0 else None,
-                              None if np.isnan(self.min_soc[i]) else float(self.min_soc[i]), complete))
+                              None if np.isnan(self.min_soc[i]) else float(self.min_soc[i]),
+                              None if np.isnan(self.target_soc[i]) else float(self.target_soc[i]), complete))
 
     def close_open_sessions(self, t: int) -> None:
         for i in list(self.open_sessions):
@@ -291,6 +294,7 @@ class _State:
         if self.declared[i] >= 0:
             doc["departure_at"] = datetime.fromtimestamp(int(self.declared[i]), self.fleet.zone.tzinfo).isoformat()
             doc["min_soc_pct"] = float(self.min_soc[i])
+            doc["target_soc_pct"] = float(self.target_soc[i])
         return doc
 
     # -- physics --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def readings(*rows: tuple) -> pd.DataFrame:
     frame["ts"] = [T0 + m * MIN for m in frame.pop("minute")]
     frame["departure_at"] = None
     frame["min_soc_pct"] = np.nan
+    frame["target_soc_pct"] = np.nan
     return frame
 
 
@@ -119,10 +120,16 @@ def test_soc_power_and_the_owners_declaration_are_summarised():
     frame["power_kw"] = [0.0, 7.2, 11.1, 7.3, 0.0, 0.0, 0.0]
     frame["departure_at"] = [None, None, T0 + 900 * MIN, T0 + 960 * MIN, None, None, None]
     frame["min_soc_pct"] = [np.nan, np.nan, np.nan, 40.0, 50.0, np.nan, np.nan]
+    frame["target_soc_pct"] = [np.nan, np.nan, 80.0, 80.0, 90.0, np.nan, np.nan]
     s = derive_sessions(frame).iloc[0]
-    assert (s.soc_start, s.soc_end, s.max_power_kw, s.min_soc) == (41.0, 49.0, 11.1, 40.0)
+    assert (s.soc_start, s.soc_end, s.max_power_kw, s.min_soc, s.target_soc) == (41.0, 49.0, 11.1, 40.0, 80.0)
     assert s.departure_declared_at == T0 + 900 * MIN
     assert list(derive_sessions(frame).columns) == list(SESSION_COLUMNS)
+
+
+def test_readings_without_a_target_column_give_sessions_without_a_target():
+    frame = readings(*plugged("v1", "c1", range(0, 30, 5)), *unplugged("v1", [30])).drop(columns="target_soc_pct")
+    assert derive_sessions(frame)["target_soc"].isna().all()
 
 
 def test_reading_order_and_redelivered_readings_do_not_matter():
@@ -238,9 +245,20 @@ def test_simulated_sessions_of_reporting_cars_lie_inside_the_simulators_own_sess
     assert exact >= 0.95 * len(mine) and len(mine) > 100
 
 
+def test_simulated_sessions_carry_the_owners_departure_target(simulated):
+    fleet, _, sessions = simulated
+    target = {v.vehicle_id: h.target_soc_pct for v, h in zip(fleet.vehicles, fleet.habits)}
+    declared = sessions[sessions["departure_declared_at"].notna()]
+    assert len(declared) > 20
+    assert (declared["target_soc"] == declared["vehicle_id"].map(target)).all()
+    assert (declared["target_soc"] >= declared["min_soc"]).all()
+    assert sessions.loc[sessions["departure_declared_at"].isna(), "target_soc"].isna().all()
+
+
 # --- parse_sessions_csv --------------------------------------------------------------------------
 
-HEADER = ",".join(REQUIRED_CSV_COLUMNS + OPTIONAL_CSV_COLUMNS)
+# Rows without a target_soc column: an optional column may be missing (its own tests are below).
+HEADER = ",".join(c for c in REQUIRED_CSV_COLUMNS + OPTIONAL_CSV_COLUMNS if c != "target_soc")
 GOOD = "v1,c1,2026-11-02T17:45:00Z,2026-11-03T06:10:00Z,24.3,38,90,11,2026-11-03T06:30:00Z,40"
 KNOWN = {"v1", "v2", "v3"}
 
@@ -320,6 +338,19 @@ def test_every_rule_names_the_line_and_field(change, field, words):
     assert words in errors[0].reason
 
 
+def test_a_target_soc_column_is_read_and_checked_against_the_minimum():
+    header = HEADER + ",target_soc"
+    rows = [GOOD + ",80", GOOD.replace("v1", "v2") + ",", GOOD.replace("v1", "v3") + ",39.5",
+            GOOD.replace("v1", "v3").replace("2026-11-02T17:45:00Z", "2026-11-01T17:45:00Z", 1) + ",101",
+            GOOD.replace("v1", "v3").replace("2026-11-02T17:45:00Z", "2026-10-31T17:45:00Z", 1)
+            .replace(",40", ",") + ",30"]
+    sessions, errors = parse_sessions_csv(csv_text(*rows, header=header), KNOWN)
+    assert [(s.vehicle_id, s.min_soc, s.target_soc) for s in sessions] == [
+        ("v1", 40.0, 80.0), ("v2", 40.0, None), ("v3", None, 30.0)]
+    assert [str(e) for e in errors] == ["line 4: target_soc: must be at least min_soc (40); got 39.5",
+                                        "line 5: target_soc: must be at most 100; got 101"]
+
+
 def test_energy_up_to_the_power_limit_with_margin_is_accepted():
     # 11 kW for 12 h 25 min is 136.58 kWh; with 10 % 150.24 kWh.
     sessions, errors = parse_sessions_csv(csv_text(GOOD.replace(",24.3,", ",150.2,")))
@@ -391,11 +422,13 @@ def test_a_session_checks_its_own_invariants():
     t = datetime(2026, 11, 2, 18, tzinfo=timezone(timedelta(hours=1)))
     assert Session("v1", "c1", t, t + MIN, 1.0).plug_in_at == datetime(2026, 11, 2, 17, tzinfo=UTC)
     for kwargs, field in [({"plug_out_at": t}, "plug_out_at"), ({"energy_kwh": -1.0}, "energy_kwh"),
-                          ({"soc_end": 101.0}, "soc_end"), ({"plug_in_at": t.replace(tzinfo=None)}, "plug_in_at")]:
+                          ({"soc_end": 101.0}, "soc_end"), ({"plug_in_at": t.replace(tzinfo=None)}, "plug_in_at"),
+                          ({"target_soc": 100.5}, "target_soc"), ({"min_soc": 50.0, "target_soc": 49.0}, "target_soc")]:
         with pytest.raises(DomainError) as e:
             Session(**({"vehicle_id": "v1", "charger_id": "c1", "plug_in_at": t, "plug_out_at": t + MIN,
                         "energy_kwh": 1.0} | kwargs))
         assert e.value.field == field
+    assert Session("v1", "c1", t, t + MIN, 1.0, min_soc=50.0, target_soc=50.0).target_soc == 50.0
 
 
 # --- round trip ----------------------------------------------------------------------------------
@@ -414,11 +447,12 @@ def valid_sessions(draw) -> list[Session]:
             t += timedelta(microseconds=draw(st.integers(0, 3 * 86400 * 10**6)))      # 0: touching
             out = t + timedelta(microseconds=draw(st.integers(1, 2 * 86400 * 10**6)))
             max_kw = draw(st.none() | st.floats(0, 400))
+            min_soc = draw(percent)
             cap = 200.0 if max_kw is None else min(200.0, max_kw * ((out - t) / timedelta(hours=1)) * 1.1)
             sessions.append(Session(
                 vehicle, draw(ids), t, out, draw(st.floats(0, cap)), draw(percent), draw(percent), max_kw,
                 draw(st.none() | st.datetimes(datetime(2000, 1, 1), datetime(2090, 1, 1), timezones=st.just(UTC))),
-                draw(percent)))
+                min_soc, target_soc=draw(st.none() | st.floats(0 if min_soc is None else min_soc, 100))))
             t = out
     return draw(st.permutations(sessions))
 
@@ -441,7 +475,7 @@ def test_any_csv_of_valid_sessions_round_trips(sessions, columns, tz, newline):
         cell = {"comment": 'said "hi",\nthen left', "energy_kwh": repr(s.energy_kwh)}
         for name in ("plug_in_at", "plug_out_at", "departure_declared_at"):
             cell[name] = _time(getattr(s, name), tz)
-        for name in ("soc_start", "soc_end", "max_power_kw", "min_soc"):
+        for name in ("soc_start", "soc_end", "max_power_kw", "min_soc", "target_soc"):
             cell[name] = "" if getattr(s, name) is None else repr(getattr(s, name))
         writer.writerow([cell.get(name, getattr(s, name, None)) for name in columns])
     parsed, errors = parse_sessions_csv(out.getvalue(), {s.vehicle_id for s in sessions})

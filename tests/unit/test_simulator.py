@@ -119,6 +119,21 @@ def test_owners_declare_departures_and_chargers_drop_off(week):
     assert any(len(present[a] - present[b]) > 0 for a, b in zip(steps, steps[1:]))
 
 
+def test_a_declared_departure_comes_with_the_owners_minimum_and_target(week):
+    fleet, _, docs = week
+    habits = {v.vehicle_id: h for v, h in zip(fleet.vehicles, fleet.habits)}
+    declared = [d for d in docs if "departure_at" in d]
+    assert declared and all("target_soc_pct" not in d and "min_soc_pct" not in d
+                            for d in docs if "departure_at" not in d)
+    for d in declared:
+        h = habits[d["vehicle_id"]]
+        assert (d["min_soc_pct"], d["target_soc_pct"]) == (h.min_soc_pct, h.target_soc_pct)
+    targets = [h.target_soc_pct for h in fleet.habits]
+    assert set(targets) <= {70.0, 80.0, 90.0, 100.0} and Counter(targets).most_common(1)[0][0] == 80.0
+    assert all(h.min_soc_pct <= h.target_soc_pct <= h.charge_limit_pct for h in fleet.habits)
+    assert {h.target_soc_pct for h in fleet.habits if h.archetype is Archetype.SHARED} == {80.0}
+
+
 def test_one_second_cadence_for_fcr_measurement():
     fleet = generate_fleet(10, seed=1)
     msgs = list(simulate(fleet, END - timedelta(minutes=2), END, cadence_s=1, seed=1))

@@ -21,7 +21,7 @@ LIMITS = FleetLimits(
 GOOD = {"vehicle_id": "v1", "ts": "2026-11-02T17:45:00Z", "plugged_in": True, "charger_id": "c1",
         "power_kw": 7.2, "soc_pct": 41.5, "soc_source": "vehicle_api", "energy_import_kwh": 1834.2,
         "energy_export_kwh": 112.4, "battery_temp_c": 14.0, "odometer_km": 23456.0,
-        "departure_at": "2026-11-03T07:30:00+01:00", "min_soc_pct": 80}
+        "departure_at": "2026-11-03T07:30:00+01:00", "min_soc_pct": 80, "target_soc_pct": 90}
 
 
 def parse(doc: dict) -> Reading | Rejection:
@@ -33,7 +33,21 @@ def test_good_reading_keeps_every_value():
     assert isinstance(reading, Reading)
     assert reading.ts == datetime(2026, 11, 2, 17, 45, tzinfo=UTC)
     assert reading.departure_at == datetime(2026, 11, 3, 6, 30, tzinfo=UTC)
-    assert (reading.power_kw, reading.soc_pct, reading.min_soc_pct) == (7.2, 41.5, 80.0)
+    assert (reading.power_kw, reading.soc_pct, reading.min_soc_pct, reading.target_soc_pct) == (7.2, 41.5, 80.0, 90.0)
+
+
+def test_the_departure_target_is_optional_and_may_come_without_a_minimum():
+    without = parse({k: v for k, v in GOOD.items() if k != "target_soc_pct"})
+    assert isinstance(without, Reading) and without.target_soc_pct is None
+    alone = parse({k: v for k, v in GOOD.items() if k != "min_soc_pct"} | {"target_soc_pct": 35})
+    assert isinstance(alone, Reading) and (alone.min_soc_pct, alone.target_soc_pct) == (None, 35.0)
+    assert parse(GOOD | {"target_soc_pct": None}).target_soc_pct is None
+    assert parse(GOOD | {"target_soc_pct": 80}).target_soc_pct == 80.0       # equal to the minimum: fine
+
+
+def test_a_target_below_the_minimum_is_refused_naming_both():
+    result = parse(GOOD | {"target_soc_pct": 70.5})
+    assert result == Rejection("target_soc_pct", "below_min_soc", "must be at least min_soc_pct (80), got 70.5")
 
 
 def test_schema_examples_are_accepted():
@@ -63,6 +77,12 @@ def test_schema_examples_are_accepted():
     ({"soc_source": "guess"}, "soc_source", "bad_value"),
     ({"colour": "red"}, "colour", "unknown_field"),
     ({"battery_temp_c": 120}, "battery_temp_c", "out_of_range"),
+    ({"target_soc_pct": 100.5}, "target_soc_pct", "out_of_range"),
+    ({"target_soc_pct": -1}, "target_soc_pct", "out_of_range"),
+    ({"target_soc_pct": "90"}, "target_soc_pct", "wrong_type"),
+    ({"target_soc_pct": False}, "target_soc_pct", "wrong_type"),
+    ({"target_soc_pct": 79.9}, "target_soc_pct", "below_min_soc"),
+    ({"min_soc_pct": 101, "target_soc_pct": 50}, "min_soc_pct", "out_of_range"),   # the minimum's own fault first
 ])
 def test_each_rule_names_field_and_reason(change, field, code):
     result = parse(GOOD | change)
@@ -95,6 +115,8 @@ def test_future_tolerance_is_a_parameter():
 # --- the validator agrees with the JSON schema ------------------------------------------------
 # Codes that only the registry or the clock can produce; the schema cannot know them.
 REGISTRY_CODES = {"unknown_vehicle", "unknown_charger", "over_rating", "in_future"}
+# Rules that tie two fields together, which a JSON schema cannot compare (the schema says them in words).
+CROSS_FIELD = {("charger_id", "missing"), ("target_soc_pct", "below_min_soc")}
 
 timestamps = st.one_of(
     st.datetimes(min_value=datetime(2026, 10, 1), max_value=datetime(2026, 11, 3),
@@ -110,7 +132,7 @@ field_values = {
     "charger_id": st.one_of(st.sampled_from(["c1", "c2", "c9", "x" * 65]), st.none()),
     "power_kw": numbers, "soc_pct": numbers, "energy_import_kwh": numbers,
     "energy_export_kwh": numbers, "battery_temp_c": numbers, "odometer_km": numbers,
-    "min_soc_pct": numbers, "departure_at": timestamps,
+    "min_soc_pct": numbers, "target_soc_pct": numbers, "departure_at": timestamps,
     "soc_source": st.sampled_from(["vehicle_api", "iso15118", "estimated", None, "other", 3]),
     "extra": st.integers(),
 }
@@ -126,5 +148,4 @@ def test_validator_agrees_with_json_schema(doc):
         assert isinstance(result, Rejection), doc
         assert result.code not in REGISTRY_CODES, (doc, result)
     elif isinstance(result, Rejection):
-        assert result.code in REGISTRY_CODES or (result.field, result.code) == ("charger_id", "missing"), \
-            (doc, result)
+        assert result.code in REGISTRY_CODES or (result.field, result.code) in CROSS_FIELD, (doc, result)
