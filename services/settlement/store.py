@@ -24,7 +24,7 @@ import psycopg
 
 from flexfleet.domain.model import Currency
 from flexfleet.settlement import CapUsage, FxRate, JournalEntry, OwnerLine, ReconciliationRow
-from services.settlement.inputs import stored_obligation_id
+from services.settlement.inputs import Awaiting, stored_obligation_id
 
 # The trace of a posting, after its account and currency: what caused it.
 TRACE = ("market", "obligation_id", "mtu", "vehicle_id", "owner_id", "contract_id", "term_id", "line_id")
@@ -157,6 +157,20 @@ def write_cap_usage(conn: psycopg.Connection, run: Run, usage: Iterable[CapUsage
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO settlement_cap_usage VALUES (%s, %s, %s, %s, %s, %s)",
                         [(*_key(run), u.contract_id, u.year, u.counted) for u in usage])
+
+
+def write_awaiting(conn: psycopg.Connection, run: Run, awaiting: Iterable[Awaiting]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO settlement_awaiting VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        [(*_key(run), a.obligation_id, a.product_id, a.mtu_start, a.mtu_end, a.volume_mw,
+                          a.price_eur_per_mw_h) for a in awaiting])
+
+
+def awaiting(conn: psycopg.Connection, zone: str, month: date, version: int) -> list[Awaiting]:
+    """The obligations a stored version left awaiting verification, in time order."""
+    return [Awaiting(o, p, a.astimezone(UTC), b.astimezone(UTC), mw, price) for o, p, a, b, mw, price in conn.execute(
+        "SELECT obligation_id, product_id, mtu_start, mtu_end, volume_mw, price_eur_per_mw_h FROM settlement_awaiting "
+        "WHERE zone = %s AND month = %s AND version = %s ORDER BY mtu_start, obligation_id", (zone, month, version))]
 
 
 def reconciliation(conn: psycopg.Connection, zone: str, month: date, version: int) -> list[ReconciliationRow]:

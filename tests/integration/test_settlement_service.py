@@ -369,3 +369,27 @@ def test_the_settle_command_prints_the_reconciliation_and_reruns_unchanged(seede
     assert {p.name: p.read_bytes() for p in sorted(statements.iterdir())} == written     # the same bytes
     bad = CliRunner().invoke(app, ["--month", "2026-13", "--zone", ZONE, "--database-url", url])
     assert bad.exit_code == 2 and "month" in bad.output
+
+
+def test_an_obligation_awaits_its_verification_and_a_later_version_settles_it(seeded, tmp_path):
+    url, ids = seeded
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE held AS SELECT * FROM deliveries")
+        conn.execute("DELETE FROM deliveries")
+        conn.commit()
+        v1 = settle(conn, MONTH, ZONE, out_dir=tmp_path)
+        assert v1.inputs.obligations == () and [a.obligation_id for a in v1.inputs.awaiting] == [ids["obligation"]]
+        assert conn.execute("SELECT count(*) FROM ledger_postings WHERE account_kind = 'market_revenue'"
+                            ).fetchone()[0] == 0        # the market pays only what was proven
+        page = (v1.files / "operations" / "operations_report.html").read_text("utf-8")
+        assert "1 obligation MTUs are not settled in this version" in page and "4.00" in page   # 0.1 MW x 40 x 1 h
+        assert ids["obligation"] in (v1.files / "operations" / "awaiting_verification.csv").read_text("utf-8")
+        conn.execute("INSERT INTO deliveries SELECT * FROM held")       # verification arrives
+        conn.commit()
+        v2 = settle(conn, MONTH, ZONE, out_dir=tmp_path)
+        assert (v2.status, v2.version, v2.inputs.awaiting) == ("adjusted", 2, ())
+        assert [(r.market, r.revenue) for r in v2.settlement.reconciliation if r.revenue] == [(PRODUCT, 400)]
+        assert conn.execute("SELECT count(*) FROM ledger_postings WHERE version = 2 AND account_kind = "
+                            "'market_revenue' AND obligation_id IS NOT NULL").fetchone()[0] > 0   # 0.1 MW x 40 x 1 h
+        page = (v2.files / "operations" / "operations_report.html").read_text("utf-8")
+        assert "Every obligation of the month has a verified delivery." in page

@@ -18,7 +18,8 @@ Obligation obl-1 on FCR-D-up/SE3 (SEK), 18 June 19-20: 0.01 MW x 400.00 SEK/MW/h
 car-1 holds all 10 kW: 4.00 x 10/10 x 50 % = 2.00.
 Discharged 1.2 kWh on 5 June (t1) and 2.5 kWh on 18 June (t2); charged 3.0 kWh on 5 June (no refund).
 Wear: the SoC trace of tests/unit/test_settlement_owner_month.py (the same cycle every day), whose
-BLAST-Lite cycling loss is 0.146 kWh; each term carries 15/30 of the throughput: 0.073 kWh x 1000.00.
+cycling loss on the battery model's curve is 0.047 kWh; each term carries 15/30 of the throughput:
+0.0235 kWh x 1000.00.
 One departure promise broken on 20 June 06:00 (t2): 1 x 50.00.
 """
 
@@ -59,11 +60,11 @@ EXPECTED = [
     (Source.CAPACITY_SHARE, "t2", D("10"), D("50"), 200),
     (Source.ENERGY, "t1", D("1.2"), D("2.00"), 240),
     (Source.ENERGY, "t2", D("2.5"), D("2.00"), 500),
-    (Source.WEAR, "t1", D("0.073"), D("1000"), 7300),
-    (Source.WEAR, "t2", D("0.073"), D("1000"), 7300),
+    (Source.WEAR, "t1", D("0.0235"), D("1000"), 2350),
+    (Source.WEAR, "t2", D("0.0235"), D("1000"), 2350),
     (Source.CREDIT_DEPARTURE, "t2", D("1"), D("50.00"), 5000),
 ]
-TOTAL = 40715
+TOTAL = 30815
 
 # The same lines as the page shows them: source, car, what and when, quantity, rate, amount
 # (no-break spaces written as plain spaces here).
@@ -75,8 +76,8 @@ SHOWN = {
          "2,00 kr"),
         ("Levererad energi", "car-1", "5 juni", "1,2 kWh", "× 2,00 kr/kWh", "2,40 kr"),
         ("Levererad energi", "car-1", "18 juni", "2,5 kWh", "× 2,00 kr/kWh", "5,00 kr"),
-        ("Batterislitage", "car-1", "1 juni – 15 juni", "0,073 kWh kapacitet", "× 1 000,00 kr/kWh", "73,00 kr"),
-        ("Batterislitage", "car-1", "16 juni – 30 juni", "0,073 kWh kapacitet", "× 1 000,00 kr/kWh", "73,00 kr"),
+        ("Batterislitage", "car-1", "1 juni – 15 juni", "0,0235 kWh kapacitet", "× 1 000,00 kr/kWh", "23,50 kr"),
+        ("Batterislitage", "car-1", "16 juni – 30 juni", "0,0235 kWh kapacitet", "× 1 000,00 kr/kWh", "23,50 kr"),
         ("Kreditering: avreselöfte", "car-1", "20 juni", "1", "× 50,00 kr", "50,00 kr"),
     ],
     "en": [
@@ -86,8 +87,8 @@ SHOWN = {
          "SEK 2.00"),
         ("Energy delivered", "car-1", "5 June", "1.2 kWh", "× SEK 2.00/kWh", "SEK 2.40"),
         ("Energy delivered", "car-1", "18 June", "2.5 kWh", "× SEK 2.00/kWh", "SEK 5.00"),
-        ("Battery wear", "car-1", "1 June – 15 June", "0.073 kWh of capacity", "× SEK 1,000.00/kWh", "SEK 73.00"),
-        ("Battery wear", "car-1", "16 June – 30 June", "0.073 kWh of capacity", "× SEK 1,000.00/kWh", "SEK 73.00"),
+        ("Battery wear", "car-1", "1 June – 15 June", "0.0235 kWh of capacity", "× SEK 1,000.00/kWh", "SEK 23.50"),
+        ("Battery wear", "car-1", "16 June – 30 June", "0.0235 kWh of capacity", "× SEK 1,000.00/kWh", "SEK 23.50"),
         ("Credit: departure promise", "car-1", "20 June", "1", "× SEK 50.00", "SEK 50.00"),
     ],
     "nl": [
@@ -97,12 +98,12 @@ SHOWN = {
          "50 % van netto", "SEK 2,00"),
         ("Geleverde energie", "car-1", "5 juni", "1,2 kWh", "× SEK 2,00/kWh", "SEK 2,40"),
         ("Geleverde energie", "car-1", "18 juni", "2,5 kWh", "× SEK 2,00/kWh", "SEK 5,00"),
-        ("Accuslijtage", "car-1", "1 juni – 15 juni", "0,073 kWh capaciteit", "× SEK 1.000,00/kWh", "SEK 73,00"),
-        ("Accuslijtage", "car-1", "16 juni – 30 juni", "0,073 kWh capaciteit", "× SEK 1.000,00/kWh", "SEK 73,00"),
+        ("Accuslijtage", "car-1", "1 juni – 15 juni", "0,0235 kWh capaciteit", "× SEK 1.000,00/kWh", "SEK 23,50"),
+        ("Accuslijtage", "car-1", "16 juni – 30 juni", "0,0235 kWh capaciteit", "× SEK 1.000,00/kWh", "SEK 23,50"),
         ("Vergoeding: vertrekbelofte", "car-1", "20 juni", "1", "× SEK 50,00", "SEK 50,00"),
     ],
 }
-SHOWN_TOTAL = {"sv": "407,15 kr", "en": "SEK 407.15", "nl": "SEK 407,15", "nb": "407,15 SEK", "da": "407,15 SEK"}
+SHOWN_TOTAL = {"sv": "308,15 kr", "en": "SEK 308.15", "nl": "SEK 308,15", "nb": "308,15 SEK", "da": "308,15 SEK"}
 
 
 def local(day: int, hour: int, minute: int = 0):
@@ -225,8 +226,8 @@ def test_page_reads_top_down_for_an_owner(settled) -> None:
                                      "<h2>Dina avresetider och laddnivåer</h2>",
                                      "<h2>Alla rader, att kontrollera själv</h2>")]
     assert order == sorted(order)
-    for text in ("Betalt för varje timme din bil var ansluten", "146,00\u00a0kr", "4 / 5",
-                 "brutet, krediterat 50,00\u00a0kr", "0,146 kWh kapacitet förlorad"):
+    for text in ("Betalt för varje timme din bil var ansluten", "47,00\u00a0kr", "4 / 5",
+                 "brutet, krediterat 50,00\u00a0kr", "0,047 kWh kapacitet förlorad"):
         assert text in html, text
     assert html.count("<svg") == 5          # hours, energy, earnings, wear, promises
     assert not re.search(r"(src|href)=\"(?!#)|<link|url\((?!#)", html)         # self-contained: nothing to fetch
@@ -236,7 +237,7 @@ def test_page_reads_top_down_for_an_owner(settled) -> None:
 def test_version_two_shows_the_adjustment(settled) -> None:
     html = render_html(_statement(settled, "nl", version=2, previous={"SEK": TOTAL - 1500}))
     assert "Wijziging ten opzichte van de vorige afrekening" in html and "Betaald in versie 1" in html
-    assert "SEK\u00a0392,15" in html and "SEK\u00a0+15,00" in html
+    assert "SEK\u00a0293,15" in html and "SEK\u00a0+15,00" in html
     assert "Wijziging" not in render_html(_statement(settled, "nl"))
 
 
@@ -247,7 +248,7 @@ def test_every_language_renders_with_its_own_words(settled, lang) -> None:
     for key in ("title", "by_source", "details", "promises", "src_availability", "explain_wear"):
         assert words[key].replace("&", "&amp;") in html, (lang, key)
     assert not re.search(r"\{[a-z_]+\}", html)           # no placeholder left unfilled
-    assert SHOWN_TOTAL.get(lang, "SEK 407.15").replace(" ", "\u00a0") in html
+    assert SHOWN_TOTAL.get(lang, "SEK 308.15").replace(" ", "\u00a0") in html
     assert len(line_rows(_statement(settled, lang))) == len(EXPECTED)
 
 

@@ -29,9 +29,11 @@ Obligations on FCR-D-up/SE_DK2 (EUR), car-1 10 kW and car-2 (owner-2, 40 % share
         car-1 12, car-2 89, aggregator 145.
 
 Wear: hourly SoC, each day 0.8 until 17:00, down 0.1 an hour to 0.5 at 20:00, 0.5 until midnight,
-back to 0.8 at midnight (9 equivalent full cycles). BLAST-Lite's cycling loss is 0.0024316 of
-capacity = 0.146 kWh (to the Wh); every day moves the same SoC, so june-a carries 14/30 and
-june-b 16/30 of it: 0.146 x 14/30 x 100.00 = 6.8133 -> 6.81, 0.146 x 16/30 x 100.00 = 7.7867 -> 7.79.
+back to 0.8 at midnight (9 equivalent full cycles; no reference trace, so all of it is paid).
+Rainflow counts 30 cycles of depth 0.3. The battery model's cycle-depth curve for NMC at 20 degC
+(fitted from BLAST-Lite) gives Phi(0.3) = 2.59965e-5 of capacity a cycle: 30 x Phi(0.3) x 60 kWh
+= 0.0468 kWh -> 0.047 kWh (to the Wh). Every day moves the same SoC, so june-a carries 14/30 and
+june-b 16/30 of it: 0.047 x 14/30 x 100.00 = 2.1933 -> 2.19, 0.047 x 16/30 x 100.00 = 2.5067 -> 2.51.
 
 Fixed: 10.00 x 1344/2880 = 4.6667 -> 4.67; 12.00 x 1536/2880 = 6.40.
 Cap: capped pay this month 39.00 + 0.32 + 0.53 + 11.07 = 50.92; the cap leaves 30.00: cut 20.92.
@@ -63,14 +65,14 @@ EXPECTED = [
     (Source.ENERGY, "june-b", D("1.5"), "kWh", D("0.15"), 23, None),
     (Source.CHARGING_REFUND, "june-a", D("3"), "kWh", None, 24, None),        # 3.0 x 0.0812 = 0.2436
     (Source.CHARGING_REFUND, "june-b", D("1.2"), "kWh", None, 13, None),      # 1.2 x 0.1050 = 0.126
-    (Source.WEAR, "june-a", D("0.068"), "kWh of capacity", D("100"), 681, None),
-    (Source.WEAR, "june-b", D("0.078"), "kWh of capacity", D("100"), 779, None),
+    (Source.WEAR, "june-a", D("0.0219"), "kWh of capacity", D("100"), 219, None),
+    (Source.WEAR, "june-b", D("0.0251"), "kWh of capacity", D("100"), 251, None),
     (Source.FIXED, "june-a", D("0.466667"), "month", D("10"), 467, None),
     (Source.FIXED, "june-b", D("0.533333"), "month", D("12"), 640, None),
     (Source.CREDIT_DEPARTURE, "june-b", D("1"), "event", D("5"), 500, None),
     (Source.CAP, "june-b", D("50.92"), "EUR", D("150"), -2092, None),
 ]
-TOTAL = 4997  # 49.97 EUR
+TOTAL = 4007  # 40.07 EUR
 
 
 def _terms() -> tuple[ContractTerm, ContractTerm]:
@@ -132,8 +134,8 @@ def test_owner_month_matches_the_hand_computed_table_line_by_line(settled) -> No
 
 def test_owner_month_wear_comes_from_the_battery_model(settled) -> None:
     (wear,) = settled.wear
-    assert wear.cycling_loss == pytest.approx(0.0024316, rel=1e-4)   # BLAST-Lite, NMC, 20 degC
-    assert wear.lost_kwh == D("0.146") and wear.efc == pytest.approx(9.0)
+    assert wear.cycling_loss == pytest.approx(30 * 2.59965e-5, rel=1e-5)   # 30 cycles of depth 0.3 on the curve
+    assert wear.lost_kwh == D("0.047") and wear.efc == pytest.approx(9.0)
 
 
 def test_owner_month_eligibility_cap_and_periods(settled) -> None:
@@ -153,8 +155,8 @@ def test_owner_month_obligations_and_reconciliation(settled) -> None:
     assert car2 == [("obl-A", 144), ("obl-B", 89)]
     (row,) = settled.reconciliation
     assert (row.market, row.revenue, row.penalties, row.owner_pay, row.wear_pay) == (
-        "FCR-D-up/SE_DK2", 733, 87, 4997 - 1460 + 233, 1460)
-    assert row.margin == 733 - 87 - 3770 - 1460 == -4584
+        "FCR-D-up/SE_DK2", 733, 87, 4007 - 470 + 233, 470)
+    assert row.margin == 733 - 87 - 3770 - 470 == -3594
     assert month_report(settled).reconciled
 
 
@@ -167,7 +169,7 @@ def test_owner_month_postings_trace_to_their_causes(settled) -> None:
                                           "june-b", local(18, 17))
     wear = pay["pay|c-1|car-1|wear|june-a|-|-"]
     assert [(str(p.account), p.amount) for p in wear.postings] == [
-        ("wear_pay:FCR-D-up/SE_DK2", 681), ("owner_payable:owner-1", -681)]
+        ("wear_pay:FCR-D-up/SE_DK2", 219), ("owner_payable:owner-1", -219)]
 
 
 def test_owner_month_operations_report(settled) -> None:
@@ -176,9 +178,9 @@ def test_owner_month_operations_report(settled) -> None:
     assert [(p.cause, p.kind, p.amount) for p in report.penalties] == [
         ("capacity_not_held", "surcharge", 20), ("capacity_not_held", "withheld", 67)]
     assert [(p.source, p.amount) for p in report.payouts] == [
-        ("availability", 3900), ("capacity_share", 32 + 233), ("energy", 53), ("charging_refund", 37), ("wear", 1460),
+        ("availability", 3900), ("capacity_share", 32 + 233), ("energy", 53), ("charging_refund", 37), ("wear", 470),
         ("fixed", 1107), ("credit_departure", 500), ("cap", -2092)]
-    assert sum(p.amount for p in report.payouts) == 4997 + 233
+    assert sum(p.amount for p in report.payouts) == 4007 + 233
     assert (report.owners, report.vehicles, report.ineligible_vehicles) == (2, 2, 0)
     assert report.ledger_sums == ((report.reconciliation[0].currency, 0),) and report.reconciled
 

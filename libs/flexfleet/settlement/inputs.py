@@ -16,6 +16,7 @@ needs neither pandas nor the verification code).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from functools import reduce
@@ -233,28 +234,28 @@ class VehicleMtu:
                 raise DomainError(name, f"must be a count >= 0; got {v!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class SocTrace:
     """A vehicle's SoC (fractions 0..1) every `dt_s` seconds from `start`, for wear pay.
 
     `reference_soc`, when given, is the trace the car would have had without the platform (its
     own charging, its trips) over the same times: wear pay is then only the difference in
-    cycling loss. Without it the whole cycling loss of the trace is paid (the battery model's
-    split: calendar ageing happens on the driveway whatever we do, cycling is what we cause).
+    cycling (`flexfleet.settlement.wear_pay`). Without it the whole cycling of the trace is paid.
     The pack value is per kWh of capacity in `pack_value_currency`, dated by the caller
-    (flexfleet.battery.pack_value).
+    (flexfleet.battery.pack_value). The samples are kept as read-only float64 arrays: a fleet's
+    month is tens of thousands of traces of 2,976 samples.
     """
 
     vehicle_id: str
     start: datetime
     dt_s: float
-    soc: tuple[float, ...]
+    soc: Sequence[float] | np.ndarray
     chemistry: Chemistry
     battery_kwh: Decimal
     pack_value_per_kwh: Decimal
     pack_value_currency: Currency
     temps_c: float | tuple[float, ...] = 20.0
-    reference_soc: tuple[float, ...] | None = None
+    reference_soc: Sequence[float] | np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _id(self.vehicle_id, "soc_traces.vehicle_id")
@@ -289,13 +290,33 @@ class SocTrace:
         if not ok:
             raise DomainError("soc_traces.temps_c", "must be one finite temperature or one per SoC sample")
 
-    def _fractions(self, values: object, name: str) -> tuple[float, ...]:
-        if not isinstance(values, Sequence) or len(values) < 2:
+    def _fractions(self, values: object, name: str) -> np.ndarray:
+        if not isinstance(values, (Sequence, np.ndarray)) or len(values) < 2:
             raise DomainError(f"soc_traces.{name}", f"vehicle {self.vehicle_id}: needs at least two samples")
-        out = tuple(float(v) for v in values)
-        if not all(math.isfinite(v) and 0 <= v <= 1 for v in out):
+        try:
+            out = np.array(values, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            out = np.array([np.nan])
+        if out.size != len(values) or not (np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
             raise DomainError(f"soc_traces.{name}", f"vehicle {self.vehicle_id}: must be fractions in [0, 1]")
+        out.flags.writeable = False
         return out
+
+    def _key(self) -> tuple:
+        arrays = tuple(None if a is None else hashlib.sha256(a.tobytes()).hexdigest()
+                       for a in (self.soc, self.reference_soc))
+        return (self.vehicle_id, self.start, self.dt_s, len(self.soc), arrays, self.chemistry, self.battery_kwh,
+                self.pack_value_per_kwh, self.pack_value_currency, self.temps_c)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SocTrace) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        """Names the samples by count and hash, so equal traces print (and digest) the same."""
+        return f"SocTrace{self._key()!r}"
 
     @property
     def end(self) -> datetime:

@@ -114,7 +114,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "kind_departure": "charged for departure",
         "kind_min_soc": "never below your minimum",
         "wear": "Battery wear",
-        "wear_line": "{vehicle}: {kwh} kWh of capacity lost to our use ({cycles} full cycles this month)",
+        "wear_line": "{vehicle}: {kwh} kWh of capacity lost to our use ({cycles} full cycles we added this month)",
         "wear_none": "No battery wear was assessed this month.",
         "adjustment": "Change from the previous statement",
         "adjustment_note": "This month was settled again (for example after late meter data). "
@@ -207,7 +207,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "kind_min_soc": "aldri under minimumet ditt",
         "wear": "Batterislitasje",
         "wear_line": "{vehicle}: {kwh} kWh kapasitet tapt på grunn av vår bruk "
-                     "({cycles} fulle sykluser denne måneden)",
+                     "({cycles} fulle sykluser vi la til denne måneden)",
         "wear_none": "Ingen batterislitasje ble beregnet denne måneden.",
         "adjustment": "Endring fra forrige oppgjør",
         "adjustment_note": "Denne måneden er gjort opp på nytt (for eksempel etter sene måledata). "
@@ -300,7 +300,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "kind_min_soc": "aldrig under ditt minimum",
         "wear": "Batterislitage",
         "wear_line": "{vehicle}: {kwh} kWh kapacitet förlorad genom vår användning "
-                     "({cycles} fulla cykler denna månad)",
+                     "({cycles} fulla cykler som vi lade till denna månad)",
         "wear_none": "Inget batterislitage beräknades denna månad.",
         "adjustment": "Ändring mot föregående avräkning",
         "adjustment_note": "Månaden har räknats om (till exempel efter sena mätvärden). "
@@ -392,7 +392,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "kind_departure": "opladet til afgang",
         "kind_min_soc": "aldrig under dit minimum",
         "wear": "Batterislid",
-        "wear_line": "{vehicle}: {kwh} kWh kapacitet tabt ved vores brug ({cycles} fulde cyklusser denne måned)",
+        "wear_line": "{vehicle}: {kwh} kWh kapacitet tabt ved vores brug ({cycles} fulde cyklusser, vi tilføjede denne måned)",
         "wear_none": "Der blev ikke beregnet batterislid denne måned.",
         "adjustment": "Ændring i forhold til forrige opgørelse",
         "adjustment_note": "Måneden er gjort op igen (for eksempel efter sene måledata). "
@@ -484,7 +484,7 @@ WORDS: dict[Language, dict[str, str]] = {
         "kind_departure": "geladen voor vertrek",
         "kind_min_soc": "nooit onder uw minimum",
         "wear": "Accuslijtage",
-        "wear_line": "{vehicle}: {kwh} kWh capaciteit verloren door ons gebruik ({cycles} volledige cycli deze maand)",
+        "wear_line": "{vehicle}: {kwh} kWh capaciteit verloren door ons gebruik ({cycles} volledige cycli die wij deze maand toevoegden)",
         "wear_none": "Deze maand is geen accuslijtage berekend.",
         "adjustment": "Wijziging ten opzichte van de vorige afrekening",
         "adjustment_note": "Deze maand is opnieuw afgerekend (bijvoorbeeld na late meetgegevens). "

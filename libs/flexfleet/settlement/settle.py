@@ -923,7 +923,7 @@ def _owner_line(line: _Line, markets: dict[str, Currency]) -> OwnerLine:
     c = line.contract
     parts = tuple(MarketPart(m, markets.get(m, c.currency), p, line.market_parts.get(m, p))
                   for m, p in sorted(line.parts.items()) if p or line.market_parts.get(m))
-    quantity = _tidy(_decimal(line.quantity, 3 if line.source is Source.WEAR else 6))
+    quantity = _tidy(_decimal(line.quantity, 4 if line.source is Source.WEAR else 6))
     return OwnerLine(line.line_id, c.owner_id, c.contract_id, line.vehicle_id, line.source, line.term.term_id,
                      c.currency, line.amount, quantity, line.unit, line.rate,
                      line.rate_unit, line.first, line.last_end, line.obligation_id, line.market, line.mtu,

@@ -43,10 +43,10 @@ from flexfleet.settlement import labels as L
 from flexfleet.settlement.inputs import Month
 from flexfleet.settlement.ledger import Account, AccountKind, EntryKind, JournalEntry, Posting
 from flexfleet.settlement.lines import MarketPart, OwnerLine, ReconciliationRow, Source
-from flexfleet.settlement.money import MINOR_DIGITS, FxRate, major
+from flexfleet.settlement.money import MINOR_DIGITS, FxRate, major, round_half_up
 from flexfleet.settlement.report import MonthReport, PenaltyDetail, ReportChange, report_changes, report_of
 from services.settlement import store
-from services.settlement.inputs import settlement_obligation_id
+from services.settlement.inputs import Awaiting, settlement_obligation_id
 from services.settlement.statements import charts
 
 EN = Language.EN
@@ -56,9 +56,9 @@ _SECTION = {"reconciliation": "Markets", "penalty": "Penalties", "owner_pay": "O
 
 
 def render_operations_report(report: MonthReport, *, version: int = 1, previous: MonthReport | None = None,
-                             top_penalties: int = TOP_PENALTIES) -> str:
+                             top_penalties: int = TOP_PENALTIES, awaiting: Sequence[Awaiting] = ()) -> str:
     """The month's operations report as one HTML page; `previous` is version - 1's report, whose
-    differences the page lists as adjustments."""
+    differences the page lists as adjustments; `awaiting`, the obligations it did not settle."""
     _check(report, version, previous, top_penalties)
     month = L.month_name(_first_day(report), EN)
     currencies = _currencies(report)
@@ -72,8 +72,26 @@ def render_operations_report(report: MonthReport, *, version: int = 1, previous:
         top_penalties=top_penalties, n_penalties=len(report.penalty_details),
         owner_pay=_owner_pay(report), owner_charts=[Markup(c) for c in _owner_charts(report)],
         payouts=_payouts(report), fx=_fx(report), fx_position=_amounts(report.fx_position),
-        ledger=_amounts(report.ledger_sums),
+        ledger=_amounts(report.ledger_sums), awaiting=_awaiting(awaiting, report.zone),
     )
+
+
+def _awaiting(awaiting: Sequence[Awaiting], zone: str) -> dict | None:
+    """Obligations not settled for want of a verified delivery, per market, with what they would
+    earn if delivered in full (capacity x price x hours, EUR)."""
+    if not awaiting:
+        return None
+    by_market: dict[str, list[Awaiting]] = defaultdict(list)
+    for a in awaiting:
+        by_market[a.product_id].append(a)
+    rows = []
+    for market, items in sorted(by_market.items()):
+        cents = sum(round_half_up(Fraction(a.volume_mw) * Fraction(a.price_eur_per_mw_h) * 100
+                                  * Fraction(int((a.mtu_end - a.mtu_start).total_seconds()), 3600)) for a in items)
+        first, last = min(a.mtu_start for a in items), max(a.mtu_end for a in items)
+        rows.append({"market": market, "count": len(items), "amount": _cell(cents, Currency.EUR),
+                     "span": f"{_local(first, zone)} – {_local(last, zone)}"})
+    return {"count": len(awaiting), "rows": rows}
 
 
 def operations_csv(report: MonthReport) -> dict[str, bytes]:
@@ -100,11 +118,15 @@ def operations_csv(report: MonthReport) -> dict[str, bytes]:
     }
 
 
-def operations_files(report: MonthReport, *, version: int = 1,
-                     previous: MonthReport | None = None) -> dict[str, bytes]:
+def operations_files(report: MonthReport, *, version: int = 1, previous: MonthReport | None = None,
+                     awaiting: Sequence[Awaiting] = ()) -> dict[str, bytes]:
     """The page (operations_report.html) and the CSVs, for `store.write_files`."""
-    html = render_operations_report(report, version=version, previous=previous)
-    return {"operations_report.html": html.encode("utf-8"), **operations_csv(report)}
+    html = render_operations_report(report, version=version, previous=previous, awaiting=awaiting)
+    return {"operations_report.html": html.encode("utf-8"), **operations_csv(report),
+            "awaiting_verification.csv": _csv(
+                ("obligation_id", "market", "mtu_start", "mtu_end", "volume_mw", "price_eur_per_mw_h"),
+                ((a.obligation_id, a.product_id, _utc(a.mtu_start), _utc(a.mtu_end), a.volume_mw,
+                  a.price_eur_per_mw_h) for a in awaiting))}
 
 
 # ------------------------------------------------------------------------------ from storage
@@ -196,7 +218,8 @@ def write_operations_report(conn: psycopg.Connection, zone: str, month: Month | 
     is one; each file replaced whole (`store.write_files`), the same bytes on a rerun."""
     report = stored_report(conn, zone, month, version)
     previous = stored_report(conn, zone, month, version - 1) if version > 1 else None
-    return store.write_files(directory, operations_files(report, version=version, previous=previous))
+    return store.write_files(directory, operations_files(report, version=version, previous=previous,
+                                                         awaiting=store.awaiting(conn, zone, _first_day(report), version)))
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -498,13 +521,15 @@ def _factor(f: Fraction) -> str:
     return L.number(Decimal(f.numerator) / Decimal(f.denominator), EN, 6)
 
 
-STALE_DAYS = 7   # a rate older than this at the month's end is worth a second look (a gap in the rate data)
+# The ECB publishes every TARGET business day, so a month's rate is at most 4 days older than its
+# last day (Easter); older than this, the packaged rates lack days (not updated since, or a gap).
+STALE_DAYS = 7
 
 
 def _stale(r: FxRate) -> str:
     published = [x.day for x in (r.from_per_eur, r.to_per_eur) if x.source != "identity"]
     age = (r.day - min(published)).days if published else 0
-    return f"rate {age}\u00a0days old" if age > STALE_DAYS else ""
+    return f"rate of {min(published)}, {age}\u00a0days before the month's end" if age > STALE_DAYS else ""
 
 
 def _per_eur(x: ExchangeRate) -> str:
@@ -651,6 +676,16 @@ footer { margin-top: 14px; color: #616e7c; font-size: 7.5pt; border-top: 1px sol
   {% endfor %}
 </table>
 {% else %}<p>No penalties this month.</p>{% endif %}
+
+<h2>Awaiting verification</h2>
+{% if awaiting %}
+<p id="awaiting">{{ awaiting.count }} obligation MTUs are not settled in this version: no delivery has been verified for them yet, and the market pays only what was proven. A later version settles them, as adjustments, once they are verified (awaiting_verification.csv lists them).</p>
+<table id="awaiting-markets">
+  <tr><th>Market</th><th class="num">Obligations</th><th>From – to ({{ zone }})</th><th class="num">If delivered in full (EUR)</th></tr>
+  {% for r in awaiting.rows %}<tr class="awaiting"><td>{{ r.market }}</td><td class="num">{{ r.count }}</td><td>{{ r.span }}</td><td class="num" data-minor="{{ r.amount.minor }}">{{ r.amount.text }}</td></tr>
+  {% endfor %}
+</table>
+{% else %}<p class="muted">Every obligation of the month has a verified delivery.</p>{% endif %}
 
 <h2>Owner payouts</h2>
 <p class="muted">By source in the owners' contract currencies, as the statements show them. The total must equal what the ledger owes owners (owner_payable).</p>
