@@ -25,10 +25,42 @@ def machine() -> str:
            f"{datetime.now(UTC):%Y-%m-%d}"
 
 
-def update_section(name: str, markdown: str) -> None:
-    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->`, or append it."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"<!-- {name}:start -->\n{markdown.rstrip()}\n<!-- {name}:end -->"
+# What reproduces each section's figures: the summary table's last column.
+COMMANDS = {
+    "ingest": ".venv/bin/python benchmarks/ingest.py --write-docs",
+    "forecast": ".venv/bin/python benchmarks/forecast.py --write-docs",
+    "bid-backtest": ".venv/bin/flexfleet bid backtest",
+    "bidding": ".venv/bin/python benchmarks/bidding.py --runs 3 --write-docs",
+    "vtn": ".venv/bin/python benchmarks/vtn.py --write-docs",
+    "settlement": "nice -n 19 .venv/bin/python benchmarks/settlement.py --runs 3 --write-docs",
+}
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    block = f"<!-- {name}:start -->\n<a id=\"{name}\"></a>\n\n{body.rstrip()}\n<!-- {name}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    return pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+
+
+def _summary(text: str, name: str, headline: str) -> str:
+    """The summary table at the top, with `name`'s row (headline and command) replaced or added."""
+    found = re.search(r"<!-- summary:start -->\n(.*?)\n<!-- summary:end -->", text, re.S)
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| \[[^]]+\]\(#([\w-]+)\) \|.*$",
+                                                        found.group(1) if found else "", re.M)}
+    title = re.search(rf"<!-- {re.escape(name)}:start -->\n(?:<a id=[^>]*></a>\n\n)?## ([^\n]+)", text)
+    label = re.sub(r" \(`[^`]+`\)$", "", title.group(1)) if title else name
+    rows[name] = f"| [{label}](#{name}) | {headline} | `{COMMANDS.get(name, '')}` |"
+    order = [k for k in COMMANDS if k in rows] + sorted(k for k in rows if k not in COMMANDS)
+    table = "\n".join(["| benchmark | headline (median of the runs) | reproduce |", "|---|---|---|",
+                       *(rows[k] for k in order)])
+    if found:
+        return text[:found.start(1)] + table + text[found.end(1):]
+    head, _, rest = text.partition("\n")
+    return f"{head}\n\n<!-- summary:start -->\n{table}\n<!-- summary:end -->\n{rest}"
+
+
+def update_section(name: str, markdown: str, headline: str | None = None) -> None:
+    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` (or append it) and,
+    given a headline, the section's row of the summary table at the top."""
+    text = _replace(DOC.read_text() if DOC.exists() else "# Benchmarks\n", name, markdown)
+    DOC.write_text(_summary(text, name, headline) if headline else text)
