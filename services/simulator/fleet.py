@@ -1,7 +1,8 @@
 """A realistic simulated fleet: who owns which car, where it charges, and how each owner behaves.
 
-The registry part (owners, sites, chargers, vehicles, contracts) uses the domain model, so the
-simulator cannot invent a car that the registry would refuse. The behaviour part (`Habits`) is
+The registry part (owners, sites, chargers, vehicles) uses the domain model, so the simulator
+cannot invent a car that the registry would refuse; contracts are registry rows whose terms
+settlement reads (`ContractRow`). The behaviour part (`Habits`) is
 what only the simulator knows: when people leave and come home, whether they plug in, what they
 declare in the app, how their chargers and clocks misbehave.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from flexfleet.domain import (
-    BiddingZone, Charger, Contract, Currency, CurrentType, Earthing, Language, Owner, Site, SiteKind, Vehicle,
+    BiddingZone, Charger, Currency, CurrentType, Earthing, Language, Owner, Site, SiteKind, Vehicle,
     VehicleModel, pair_limits, parse_vehicle_models,
 )
 
@@ -120,13 +121,27 @@ class Habits:
 
 
 @dataclass(frozen=True)
+class ContractRow:
+    """A registry `contracts` row: what an owner signed for one car. Its `terms` are settlement's
+    (services.settlement.inputs.contract_from_row is the one reader of them)."""
+
+    contract_id: str
+    owner_id: str
+    vehicle_id: str
+    kind: str                   # the plan's name
+    valid_from: datetime
+    valid_to: datetime | None
+    terms: dict[str, object]
+
+
+@dataclass(frozen=True)
 class Fleet:
     zone: BiddingZone
     owners: tuple[Owner, ...]
     sites: tuple[Site, ...]
     chargers: tuple[Charger, ...]
     vehicles: tuple[Vehicle, ...]
-    contracts: tuple[Contract, ...]
+    contracts: tuple[ContractRow, ...]
     habits: tuple[Habits, ...]
 
     def __post_init__(self) -> None:
@@ -175,7 +190,7 @@ def generate_fleet(n: int, seed: int = 7, zone: str | BiddingZone = "SE3",
     sites: list[Site] = []
     chargers: list[Charger] = []
     vehicles: list[Vehicle] = []
-    contracts: list[Contract] = []
+    contracts: list[ContractRow] = []
     habits: list[Habits] = []
     shared_sites: dict[int, Site] = {}
     shared_in_hub = 0
@@ -227,8 +242,8 @@ def generate_fleet(n: int, seed: int = 7, zone: str | BiddingZone = "SE3",
         vehicle = Vehicle(vid, oid, model.spec, chargers[home].charger_id if home >= 0 else None)
         vehicles.append(vehicle)
         plan = _PLANS[int(offers.choice(len(_PLANS), p=_PLAN_SHARE))]
-        contracts.append(Contract(f"k{i:06d}", oid, vid, plan, start,
-                                  terms=contract_terms(plan, start, owner.currency, model.spec.v2g_capable)))
+        contracts.append(ContractRow(f"k{i:06d}", oid, vid, plan, start, None,
+                                     contract_terms(plan, start, owner.currency, model.spec.v2g_capable)))
         commute_km = float(np.clip(rng.lognormal(np.log(18), 0.6), 2, 90))
         scheduled = None if shared or rng.random() < 0.55 else float(rng.choice([22.0, 23.0, 1.0]))
         # Drawn for every owner (hub cars too), so each one's target is the same whatever the

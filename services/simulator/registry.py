@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import orjson
 import psycopg
 
-from flexfleet.domain import Charger, Contract, Owner, Site, Vehicle
-from services.simulator.fleet import Fleet
+from flexfleet.domain import Charger, Owner, Site, Vehicle
+from services.simulator.fleet import ContractRow, Fleet
 
 _SQL = {
     "owners": ("INSERT INTO owners (owner_id, display_name, language, currency) VALUES (%s, %s, %s, %s) "
@@ -65,14 +65,14 @@ def _vehicle(v: Vehicle) -> tuple:
             s.v2g_capable, s.oem_discharge_cap_kwh_per_year, v.home_charger_id)
 
 
-def _contract(k: Contract) -> tuple:
+def _contract(k: ContractRow) -> tuple:
     return (k.contract_id, k.owner_id, k.vehicle_id, k.kind, k.valid_from, k.valid_to,
             orjson.dumps(dict(k.terms)).decode())
 
 
 def write_registry(conn: psycopg.Connection, owners: Sequence[Owner] = (), sites: Sequence[Site] = (),
                    chargers: Sequence[Charger] = (), vehicles: Sequence[Vehicle] = (),
-                   contracts: Sequence[Contract] = ()) -> None:
+                   contracts: Sequence[ContractRow] = ()) -> None:
     """Upsert registry rows in dependency order, in one transaction."""
     with conn.transaction(), conn.cursor() as cur:
         for table, rows, row in (("owners", owners, _owner), ("sites", sites, _site),

@@ -65,7 +65,7 @@ class PlugSession:
     soc_pct: float                  # true SoC at plug-in
     departure_s: float = math.nan   # declared in the app; NaN: not declared
     min_soc_pct: float = math.nan   # declared minimum; NaN: none
-    target_soc_pct: float = math.nan  # the car's charge limit; NaN: full
+    target_soc_pct: float = math.nan  # the owner's departure target, else the car's charge limit; NaN: full
     soc_out_pct: float = math.nan   # the fleet simulator's SoC at plug-out: to start a run mid-stay
 
     def __post_init__(self) -> None:
@@ -220,7 +220,8 @@ def sites_from_fleet(fleet, sessions: pd.DataFrame, *, broken: Mapping[str, Brok
             name, pd.Timestamp(row.plug_in_at).timestamp(), pd.Timestamp(row.plug_out_at).timestamp(),
             float(np.clip(row.soc_start, 0, 100)) if pd.notna(row.soc_start) else 50.0,
             pd.Timestamp(declared).timestamp() if pd.notna(declared) else math.nan,
-            float(row.min_soc) if pd.notna(row.min_soc) else math.nan, float(h.charge_limit_pct),
+            float(row.min_soc) if pd.notna(row.min_soc) else math.nan,
+            float(row.target_soc) if pd.notna(getattr(row, "target_soc", math.nan)) else float(h.charge_limit_pct),
             float(np.clip(row.soc_end, 0, 100)) if pd.notna(row.soc_end) else math.nan))
     out = []
     for site_id in sorted(by_site):

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flexfleet.domain import (
-    MTU, BiddingZone, Charger, Contract, DomainError, Site, Vehicle, VehicleSpec, delivery_day_bounds,
+    MTU, BiddingZone, Charger, DomainError, Site, Vehicle, VehicleSpec, delivery_day_bounds,
     delivery_day_of, format_rfc3339, mtu_floor, mtus_of_delivery_day, pair_limits, parse_rfc3339,
     parse_vehicle_models, to_local,
 )
@@ -73,19 +73,6 @@ def test_site_export_limit_bounds_discharge():
     assert pair_limits(spec(), c).max_discharge_kw == 5.0
     c = Charger("c1", site(export=0.0), "DC", True, 11, 11)
     assert pair_limits(spec(), c).discharge_block_reason == "site may not export"
-
-
-def test_contract_terms_are_read_only_and_dated():
-    k = Contract("k1", "o1", "v1", "flex_standard", datetime(2026, 1, 1, tzinfo=UTC),
-                 datetime(2026, 7, 1, tzinfo=UTC), {"availability_eur_per_h": 0.05})
-    with pytest.raises(TypeError):
-        k.terms["availability_eur_per_h"] = 1.0
-    assert k.is_valid_at(datetime(2026, 6, 30, 23, 59, tzinfo=UTC))
-    assert not k.is_valid_at(datetime(2026, 7, 1, tzinfo=UTC))
-    with pytest.raises(DomainError, match="valid_from"):
-        Contract("k1", "o1", "v1", "flex_standard", datetime(2026, 1, 1))
-    with pytest.raises(DomainError, match="valid_to: must be after valid_from"):
-        Contract("k1", "o1", "v1", "x", datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
 
 
 # -- the vehicle model table ------------------------------------------------------------------

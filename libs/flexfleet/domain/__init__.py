@@ -3,7 +3,7 @@
 from flexfleet.domain.catalogue import Bidirectional, VehicleModel, parse_vehicle_models
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.model import (
-    Charger, Chemistry, Contract, Currency, CurrentType, Earthing, Language, Owner, PairLimits,
+    Charger, Chemistry, Currency, CurrentType, Earthing, Language, Owner, PairLimits,
     Site, SiteKind, Vehicle, VehicleSpec, pair_limits,
 )
 from flexfleet.domain.time import (
@@ -13,7 +13,7 @@ from flexfleet.domain.time import (
 from flexfleet.domain.zones import BiddingZone
 
 __all__ = [
-    "MTU", "BiddingZone", "Bidirectional", "Charger", "Chemistry", "Contract", "Currency",
+    "MTU", "BiddingZone", "Bidirectional", "Charger", "Chemistry", "Currency",
     "CurrentType", "DomainError", "Earthing", "Language", "Owner", "PairLimits", "Site", "SiteKind",
     "Vehicle", "VehicleModel", "VehicleSpec", "delivery_day_bounds", "delivery_day_of",
     "format_rfc3339", "mtu_floor", "mtus_of_delivery_day", "pair_limits", "parse_rfc3339",

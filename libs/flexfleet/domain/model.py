@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from enum import StrEnum
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from flexfleet.domain.errors import DomainError
-from flexfleet.domain.time import require_aware
 from flexfleet.domain.zones import BiddingZone
 
 # Ids travel as Kafka keys and in telemetry.v1, whose schema allows exactly these.
@@ -261,39 +257,6 @@ class Vehicle:
             raise DomainError("spec", f"must be a VehicleSpec; got {type(self.spec).__name__}")
         if self.home_charger_id is not None:
             _id(self.home_charger_id, "home_charger_id")
-
-
-@dataclass(frozen=True, slots=True)
-class Contract:
-    """What an owner signed for one vehicle. `terms` stays an opaque mapping until settlement
-    defines its rules; it is read-only here so a shared contract cannot be edited in place."""
-
-    contract_id: str
-    owner_id: str
-    vehicle_id: str
-    kind: str
-    valid_from: datetime
-    valid_to: datetime | None = None
-    terms: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _id(self.contract_id, "contract_id")
-        _id(self.owner_id, "owner_id")
-        _id(self.vehicle_id, "vehicle_id")
-        if not isinstance(self.kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", self.kind):
-            raise DomainError("kind", f"must be a snake_case name; got {self.kind!r}")
-        require_aware(self.valid_from, "valid_from")
-        if self.valid_to is not None:
-            require_aware(self.valid_to, "valid_to")
-            if self.valid_to <= self.valid_from:
-                raise DomainError("valid_to", "must be after valid_from")
-        if not isinstance(self.terms, Mapping):
-            raise DomainError("terms", f"must be a mapping; got {type(self.terms).__name__}")
-        _set(self, "terms", MappingProxyType(dict(self.terms)))
-
-    def is_valid_at(self, ts: datetime) -> bool:
-        require_aware(ts)
-        return self.valid_from <= ts and (self.valid_to is None or ts < self.valid_to)
 
 
 @dataclass(frozen=True, slots=True)

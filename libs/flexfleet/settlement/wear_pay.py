@@ -6,11 +6,11 @@ cycle of depth d (`flexfleet.battery.wear.stress_curve`, fitted from BLAST-Lite)
 month's SoC trace, one over its reference, the trace the car would have had without the platform.
 
 Why the curve and not a BLAST-Lite run over the month: a fresh model run over one month prices
-every month as the first month of a new cell, whose cycles are the dearest (about 2.7x the curve
-on a commuter's month with V2G evenings), while the curve averages over a year at one full cycle
-a day. It is also the price the bidder put on discharge when it offered the car, so the owner is
-paid what the bid assumed. And it takes a fraction of a millisecond a car, not 30 ms: a fleet's
-month settles in minutes rather than an hour.
+every month as the first month of a new cell, whose cycles are the dearest (2.9x the curve on the
+settlement benchmark's V2G cars), while the curve averages over a year at one full cycle a day.
+It is also the price the bidder put on discharge when it offered the car, so the owner is paid
+what the bid assumed. And it takes a fraction of a millisecond a car rather than 27 ms: a fleet's
+month with wear settles in about a minute rather than a quarter of an hour more (docs/benchmarks.md).
 
 The reference (`reference_soc`): a plugged-in car left alone only charges. In each stay in which
 the platform discharged the car, the reference is the running maximum of the SoC since plug-in;
