@@ -1,7 +1,8 @@
 """The platform's one API application (`create_app(database_url)`; OpenAPI docs at /docs).
 
-It starts with the owner portal's statements and the one authentication scheme the operations
-dashboard, the bidding API and the OpenADR VTN will join: accounts with a role, OAuth2 bearer
+It serves the owner portal's statements, the browser pages (login, the operations dashboard at
+/ops, the owner portal page at /me: services.api.dashboard), /healthz, and the one authentication
+scheme the bidding API and the OpenADR VTN will join: accounts with a role, OAuth2 bearer
 tokens with an expiry from POST /v1/auth/token, the signing secret from FLEXFLEET_API_SECRET.
 Errors are RFC 9457 problem details naming the field at fault.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.api.dashboard import install_dashboard
 from services.api.owners import owner_router
 from services.api.problems import install_error_handlers, with_problem_schemas
 from services.api.security import (TOKEN_REQUEST_BODY, TOKEN_URL, Auth, OAuthError, TokenOut, principal_dependency,
@@ -67,6 +69,7 @@ def create_app(database_url: str, secret: str | None = None, settlement_dir: Pat
         return await token_endpoint(request, auth)
 
     app.include_router(owner_router(auth, principal_dependency(auth)))
+    install_dashboard(app, auth)
     return app
 
 

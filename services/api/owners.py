@@ -149,6 +149,17 @@ def _statement_out(s: OwnerStatement, owner_id: str, root: Path, latest: bool, a
                         totals=[_total_out(t) for t in s.totals], links=LinksOut(html=link("html"), pdf=link("pdf")))
 
 
+def statements_out(found: list[OwnerStatement], owner_id: str, root: Path) -> list[StatementOut]:
+    """The owner's statements as the API lists them (and the owner portal page shows them)."""
+    zones = defaultdict(set)
+    newest: dict[tuple, int] = {}
+    for s in found:
+        zones[(s.month, s.version)].add(s.zone)
+        newest[(s.zone, s.month)] = max(newest.get((s.zone, s.month), 0), s.version)
+    return [_statement_out(s, owner_id, root, newest[(s.zone, s.month)] == s.version,
+                           len(zones[(s.month, s.version)]) > 1) for s in found]
+
+
 # -- routes -------------------------------------------------------------------------------------
 def owner_router(auth: Auth, principal: Any) -> APIRouter:
     """The routes under /v1/owners/me. (No `from __future__ import annotations` in this module:
@@ -166,14 +177,7 @@ def owner_router(auth: Auth, principal: Any) -> APIRouter:
         assert who.owner_id is not None
         with auth.connections.connection() as conn:
             found = owner_statements(conn, who.owner_id)
-        zones = defaultdict(set)
-        newest: dict[tuple, int] = {}
-        for s in found:
-            zones[(s.month, s.version)].add(s.zone)
-            newest[(s.zone, s.month)] = max(newest.get((s.zone, s.month), 0), s.version)
-        return StatementsOut(owner_id=who.owner_id, statements=[
-            _statement_out(s, who.owner_id, root, newest[(s.zone, s.month)] == s.version,
-                           len(zones[(s.month, s.version)]) > 1) for s in found])
+        return StatementsOut(owner_id=who.owner_id, statements=statements_out(found, who.owner_id, root))
 
     def statement_file(who: Principal, month: str, version: str, zone: str | None, kind: FileKind) -> FileResponse:
         assert who.owner_id is not None

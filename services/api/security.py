@@ -4,6 +4,11 @@ password grant (RFC 6749 4.3) at POST /v1/auth/token, each naming an account and
 A request's token is checked (signature, issuer, expiry) and then its account is looked up:
 a disabled account, or one whose role or owner changed since the token was issued, is refused
 at once rather than when the token expires. Scopes follow from the role (flexfleet.auth.roles).
+
+Browsers log in at POST /login (services.api.dashboard) and get the same token in an HttpOnly,
+SameSite=Strict cookie (`SESSION_COOKIE`). Every route takes either: the bearer header wins
+when both come. A cookie-authenticated request with an unsafe method must come from our own
+origin (`same_origin`), on top of SameSite=Strict, so no other site can make a browser write.
 """
 
 from collections.abc import Callable
@@ -14,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import BaseModel, Field
 
@@ -28,6 +33,8 @@ from services.runtime.connection import PooledConnections
 
 TOKEN_URL = "/v1/auth/token"
 REALM = "flexfleet"
+SESSION_COOKIE = "flexfleet_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False, scheme_name="OAuth2",
                               scopes={s: s for s in sorted(set().union(*ROLE_SCOPES.values()))},
                               description="Log in with an account's username and password (POST /v1/auth/token).")
@@ -114,21 +121,33 @@ def _grant_form(body: bytes, content_type: str) -> PasswordGrantIn:
                            scope=fields.get("scope"))
 
 
-def _authenticate(form: PasswordGrantIn, auth: Auth) -> AccessToken:
-    """The account's token, or _OAuthFailure 401 whether the user is unknown, disabled or the
-    password wrong (one answer, one PBKDF2 time, so neither reveals which accounts exist)."""
+class LoginFailed(Exception):
+    """Unknown username, disabled account or wrong password: deliberately one failure."""
+
+
+def authenticate(auth: Auth, name: str, password: str) -> AccessToken:
+    """The account's token, or LoginFailed whether the user is unknown, disabled or the password
+    wrong (one answer, one PBKDF2 time, so neither reveals which accounts exist). The one place
+    a password is checked: the token endpoint and the browser login both call it."""
     account = None
     try:
-        name = username(form.username)
+        name = username(name)
     except DomainError:
         name = None           # no account can have it: answered like an unknown one
     if name is not None:
         with auth.connections.connection() as conn:
             account = load_account(conn, name)
     stored = account.password_hash if account is not None else decoy_hash()
-    if not verify_secret(form.password, stored) or account is None or account.disabled:
-        raise _OAuthFailure(401, "invalid_grant", "unknown username or wrong password")
+    if not verify_secret(password, stored) or account is None or account.disabled:
+        raise LoginFailed("unknown username or wrong password")
     return issue_access_token(account.principal, auth.settings.secret, datetime.now(UTC), auth.settings.token_ttl)
+
+
+def _authenticate(form: PasswordGrantIn, auth: Auth) -> AccessToken:
+    try:
+        return authenticate(auth, form.username, form.password)
+    except LoginFailed as exc:
+        raise _OAuthFailure(401, "invalid_grant", str(exc)) from None
 
 
 async def token_endpoint(request: Request, auth: Auth) -> JSONResponse:
@@ -150,23 +169,57 @@ def _unauthenticated(reason: str, error: str | None = None) -> ApiProblem:
     return ApiProblem(401, reason, headers={"WWW-Authenticate": challenge})
 
 
+def same_origin(request: Request) -> bool:
+    """Whether a browser request comes from a page of ours: its Origin (or, without one, its
+    Referer) names this server. A request with neither is not a browser's cross-site one."""
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    if not sent:
+        return True
+    here = f"{request.url.scheme}://{request.url.netloc}"
+    return sent == here or sent.startswith(here + "/")
+
+
+def resolve_principal(auth: Auth, request: Request, token: str | None) -> Principal:
+    """The principal of the request's bearer token, else of its session cookie; a 401 problem
+    when there is neither, or it is invalid, or its account is disabled or has changed."""
+    if not token:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token and request.method not in SAFE_METHODS and not same_origin(request):
+            raise ApiProblem(403, "a cookie-authenticated write must come from this site's own pages",
+                             "origin")
+    if not token:
+        raise _unauthenticated(f"a bearer token is required (POST {TOKEN_URL})")
+    try:
+        claimed = read_access_token(token, auth.settings.secret, datetime.now(UTC))
+    except TokenError as exc:
+        raise _unauthenticated(str(exc), "invalid_token") from None
+    with auth.connections.connection() as conn:
+        account = load_account(conn, claimed.username)
+    if account is None or account.disabled or account.principal != claimed:
+        raise _unauthenticated("the token's account is disabled or has changed", "invalid_token")
+    return claimed
+
+
 def principal_dependency(auth: Auth) -> Callable[..., Any]:
     """The dependency every protected route takes: the request's principal, or a 401 problem."""
 
-    def principal(token: Annotated[str | None, Depends(bearer)]) -> Principal:
-        if not token:
-            raise _unauthenticated(f"a bearer token is required (POST {TOKEN_URL})")
-        try:
-            claimed = read_access_token(token, auth.settings.secret, datetime.now(UTC))
-        except TokenError as exc:
-            raise _unauthenticated(str(exc), "invalid_token") from None
-        with auth.connections.connection() as conn:
-            account = load_account(conn, claimed.username)
-        if account is None or account.disabled or account.principal != claimed:
-            raise _unauthenticated("the token's account is disabled or has changed", "invalid_token")
-        return claimed
+    def principal(request: Request, token: Annotated[str | None, Depends(bearer)]) -> Principal:
+        return resolve_principal(auth, request, token)
 
     return principal
+
+
+def set_session_cookie(response: Response, request: Request, token: AccessToken) -> None:
+    """The token as the browser's session: HttpOnly (no script reads it), SameSite=Strict (no other
+    site's page sends it), Secure when served over https, and gone when the token expires."""
+    max_age = max(int((token.expires_at - datetime.now(UTC)).total_seconds()), 0)
+    response.set_cookie(SESSION_COOKIE, token.token, max_age=max_age, path="/", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
 
 
 # (No `from __future__ import annotations` here: FastAPI evaluates the dependencies' annotations,

@@ -24,7 +24,7 @@ from flexfleet.settlement.statement import StatementDay  # noqa: E402
 INK, MUTED, GRID = "#1f2933", "#616e7c", "#e4e7eb"
 GREEN, BLUE, ORANGE, RED = "#2f9e44", "#1c7ed6", "#f08c00", "#e03131"
 
-_RC = {"svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 9, "axes.edgecolor": GRID,
+STYLE = {"svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 9, "axes.edgecolor": GRID,
        "axes.labelcolor": MUTED, "xtick.color": MUTED, "ytick.color": MUTED, "axes.spines.top": False,
        "axes.spines.right": False, "axes.titlesize": 10, "axes.titleweight": "bold",
        "axes.titlecolor": INK, "axes.titlelocation": "left", "path.simplify": False}
@@ -37,27 +37,27 @@ class Bar:
     text: str       # the value as the owner reads it (formatted money)
 
 
-def _svg(fig: Figure, salt: str) -> str:
+def svg(fig: Figure, salt: str) -> str:
     buf = io.StringIO()
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": f"flexfleet-{salt}"}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": f"flexfleet-{salt}"}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=None)
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]                                        # drop the XML prolog and DOCTYPE
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)   # the RDF block says nothing
-    svg = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', rf'<svg\1 class="chart" role="img" '
-                 rf'aria-label="{salt}"', svg, count=1)
-    return svg.strip() + "\n"
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]                                        # drop the XML prolog and DOCTYPE
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)   # the RDF block says nothing
+    text = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', rf'<svg\1 class="chart" role="img" '
+                 rf'aria-label="{salt}"', text, count=1)
+    return text.strip() + "\n"
 
 
-def _figure(height: float) -> Figure:
-    with matplotlib.rc_context(_RC):
+def figure(height: float) -> Figure:
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(7.0, height), dpi=72)
         fig.subplots_adjust(left=0.09, right=0.98, top=0.86, bottom=0.2)
     return fig
 
 
-def _axes(fig: Figure, title: str):
-    with matplotlib.rc_context(_RC):
+def axes(fig: Figure, title: str):
+    with matplotlib.rc_context(STYLE):
         ax = fig.add_subplot()
         ax.set_title(title)
         ax.grid(axis="y", color=GRID, linewidth=0.6)
@@ -67,9 +67,9 @@ def _axes(fig: Figure, title: str):
 
 def hours_chart(days: Sequence[StatementDay], title: str, xlabel: str, ylabel: str,
                 num: Callable[[float], str]) -> str:
-    with matplotlib.rc_context(_RC):
-        fig = _figure(2.3)
-        ax = _axes(fig, title)
+    with matplotlib.rc_context(STYLE):
+        fig = figure(2.3)
+        ax = axes(fig, title)
         xs = [d.day.day for d in days]
         ax.bar(xs, [float(d.available_hours) for d in days], color=GREEN, width=0.75)
         ax.set_xlim(0.4, len(days) + 0.6)
@@ -78,15 +78,15 @@ def hours_chart(days: Sequence[StatementDay], title: str, xlabel: str, ylabel: s
         _days_axis(ax, xs, xlabel)
         ax.set_ylabel(ylabel)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: num(v)))
-    return _svg(fig, "hours")
+    return svg(fig, "hours")
 
 
 def energy_chart(days: Sequence[StatementDay], title: str, xlabel: str, ylabel: str, charged: str,
                  discharged: str, num: Callable[[float], str]) -> str:
     """Charged above the axis, discharged below it: the two directions of the battery's energy."""
-    with matplotlib.rc_context(_RC):
-        fig = _figure(2.5)
-        ax = _axes(fig, title)
+    with matplotlib.rc_context(STYLE):
+        fig = figure(2.5)
+        ax = axes(fig, title)
         xs = [d.day.day for d in days]
         ax.bar(xs, [float(d.charged_kwh) for d in days], color=BLUE, width=0.75, label=charged)
         ax.bar(xs, [-float(d.discharged_kwh) for d in days], color=ORANGE, width=0.75, label=discharged)
@@ -99,7 +99,7 @@ def energy_chart(days: Sequence[StatementDay], title: str, xlabel: str, ylabel: 
         _days_axis(ax, xs, xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper right", frameon=False, ncols=2, fontsize=8)
-    return _svg(fig, "energy")
+    return svg(fig, "energy")
 
 
 def _days_axis(ax, xs: Sequence[int], xlabel: str) -> None:
@@ -109,7 +109,7 @@ def _days_axis(ax, xs: Sequence[int], xlabel: str) -> None:
 
 def bar_chart(bars: Sequence[Bar], title: str, salt: str) -> str:
     """Horizontal bars, each labelled with its formatted amount; negative ones in red."""
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(7.0, 0.55 + 0.32 * max(len(bars), 1)), dpi=72)
         room = min(0.45, 0.03 + 0.0125 * max([len(b.text) for b in bars] + [10]))   # for the value labels
         fig.subplots_adjust(left=0.32, right=0.98 - room, top=1 - 0.35 / (0.55 + 0.32 * max(len(bars), 1)),
@@ -128,13 +128,13 @@ def bar_chart(bars: Sequence[Bar], title: str, salt: str) -> str:
         ax.set_xticks([])
         ax.spines["bottom"].set_visible(False)
         ax.axvline(0, color=MUTED, linewidth=0.6)
-    return _svg(fig, salt)
+    return svg(fig, salt)
 
 
 def promises_chart(points: Sequence[tuple[int, int, bool]], rows: Sequence[str], n_days: int, title: str,
                    xlabel: str, kept: str, broken: str) -> str:
     """One mark per promise on its day: a green dot kept, a red cross broken; rows are the kinds."""
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(7.0, 0.9 + 0.35 * len(rows)), dpi=72)
         fig.subplots_adjust(left=0.26, right=0.98, top=0.78, bottom=0.32)
         ax = fig.add_subplot()
@@ -150,6 +150,6 @@ def promises_chart(points: Sequence[tuple[int, int, bool]], rows: Sequence[str],
         ax.set_xlabel(xlabel)
         ax.grid(axis="x", color=GRID, linewidth=0.6)
         ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.32), frameon=False, ncols=2, fontsize=8)
-    return _svg(fig, "promises")
+    return svg(fig, "promises")
 
 

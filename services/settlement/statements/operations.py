@@ -419,7 +419,7 @@ def _market_chart(report: MonthReport, cur: Currency) -> str:
               ("Penalties", charts.RED, [r.penalties for r in rows]),
               ("Margin", charts.GREEN, [r.margin for r in rows])]
     height = 1.15 + 0.95 * len(rows)
-    with matplotlib.rc_context(charts._RC):
+    with matplotlib.rc_context(charts.STYLE):
         fig = Figure(figsize=(7.0, height), dpi=72)
         fig.subplots_adjust(left=0.25, right=0.85, top=1 - 0.35 / height, bottom=0.5 / height)
         ax = fig.add_subplot()
@@ -443,7 +443,7 @@ def _market_chart(report: MonthReport, cur: Currency) -> str:
         ax.axvline(0, color=charts.MUTED, linewidth=0.6)
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.08 / height), frameon=False, ncols=4, fontsize=8,
                   borderaxespad=0.0)
-    return charts._svg(fig, f"markets-{cur.value}")
+    return charts.svg(fig, f"markets-{cur.value}")
 
 
 def _short(market: str, width: int = 26) -> str:
