@@ -57,6 +57,9 @@ def settle_command(
     console.print(f"{result.entries_written} entries written; ledger sha256 {result.ledger_hash[:16]}; "
                   f"files in {result.files}" + (f", {len(result.inputs.owners)} owners' statements in "
                                                 f"{result.files / 'statements'}" if statements else ""))
+    if result.inputs.awaiting:
+        console.print(f"{len(result.inputs.awaiting)} obligation(s) await a verified delivery and are not settled "
+                      "in this version (operations/awaiting_verification.csv); settle again once they are verified")
 
 
 app = typer.Typer(add_completion=False)
