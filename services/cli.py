@@ -48,13 +48,17 @@ def demo(
     cadence_s: int = typer.Option(60, min=1, help="Seconds between readings per vehicle."),
     ingest_workers: int = typer.Option(1, min=1, help="Ingest processes in the consumer group."),
     history_weeks: int = typer.Option(8, min=2, help="Weeks of imported charging sessions before the streamed days."),
+    serve: bool = typer.Option(True, help="Serve the dashboard afterwards until Ctrl-C (--no-serve: exit)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="The dashboard's port (0: any free one)."),
 ) -> None:
-    """Run the platform's main job on embedded defaults.
+    """Run the platform's main job on embedded defaults, then serve the dashboard.
 
     A simulated fleet streams through Kafka into the database; outputs and a summary land under
-    OUT/demo. DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS, when set, are used instead."""
+    OUT/demo; the dashboard's address and logins are printed at the end. DATABASE_URL and
+    KAFKA_BOOTSTRAP_SERVERS, when set, are used instead."""
     run_demo(DemoOptions(vehicles=vehicles, days=days, seed=seed, out=out, cadence_s=cadence_s,
-                         ingest_workers=ingest_workers, history_weeks=history_weeks))
+                         ingest_workers=ingest_workers, history_weeks=history_weeks,
+                         serve_port=port if serve else None))
 
 
 if __name__ == "__main__":

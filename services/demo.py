@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import matplotlib
 import pandas as pd
 import psycopg
+import uvicorn
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -83,6 +84,8 @@ class DemoOptions:
     # Weeks of charging sessions before the streamed days, imported as a charge-point management
     # system's CSV export: the history the forecaster trains on.
     history_weeks: int = 8
+    # After the batch: serve the dashboard on this port (0: a free one) until Ctrl-C; None: exit.
+    serve_port: int | None = None
 
 
 @dataclass
@@ -563,4 +566,38 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict:
         for name, stage in STAGES:
             console.rule(f"[bold]{name}")
             stage(run)
+        if options.serve_port is not None:
+            dashboard_server(run, options.serve_port).run()       # until Ctrl-C
     return run.summary
+
+
+def dashboard_server(run: DemoRun, port: int) -> uvicorn.Server:
+    """The platform API with the dashboard on the demo's database, ready to run: an operator
+    account and one owner's (the first with a statement), with fresh passwords printed once."""
+    import secrets
+    import socket
+
+    from services.api.accounts import create_account
+    from services.api.app import create_app
+
+    url = run.platform.database_url
+    operator, owner_login = f"operator-{secrets.token_hex(3)}", f"owner-{secrets.token_hex(3)}"
+    passwords = {operator: secrets.token_urlsafe(12), owner_login: secrets.token_urlsafe(12)}
+    with psycopg.connect(url) as conn:
+        create_account(conn, operator, passwords[operator], "operator")
+        owner = conn.execute("SELECT owner_id FROM owner_statements ORDER BY owner_id LIMIT 1").fetchone()
+        if owner is not None:
+            create_account(conn, owner_login, passwords[owner_login], "owner", owner[0])
+    with socket.socket() as s:          # the port asked for, or any free one if it is taken
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(url, secret=os.environ.get("FLEXFLEET_API_SECRET") or secrets.token_hex(32),
+                     settlement_dir=run.out_dir / "settlement")
+    run.console.rule("[bold]dashboard")
+    run.console.print(f"dashboard: http://127.0.0.1:{port}/login (Ctrl-C stops it and the demo's servers)\n"
+                      f"  operator: {operator} / {passwords[operator]}"
+                      + (f"\n  owner {owner[0]}: {owner_login} / {passwords[owner_login]}" if owner else ""))
+    return uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

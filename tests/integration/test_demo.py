@@ -57,7 +57,7 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.setenv("FLEXFLEET_STATE_DIR", str(tmp_path / "state"))
     result = runner.invoke(app, ["demo", "--vehicles", "30", "--days", "1", "--cadence-s", "300",
-                                 "--history-weeks", "2", "--out", str(tmp_path / "out")])
+                                 "--history-weeks", "2", "--out", str(tmp_path / "out"), "--no-serve"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "demo" / "summary.json").read_text())
     assert {"produced", "stored", "rejected", "duplicates_dropped", "wall_seconds"} <= set(summary)
@@ -111,3 +111,38 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
         assert len(list(statements.glob("*.pdf"))) == len(list(statements.glob("*.html"))) == m["owners"]
         assert m["reconciliation"] and all(
             r["revenue"] == r["owner_pay"] + r["wear_pay"] + r["penalties"] + r["margin"] for r in m["reconciliation"])
+
+
+def test_the_demo_serves_the_dashboard_with_a_login_it_prints(db_url, tmp_path):
+    """What `flexfleet demo` does after its batch (`--no-serve` skips it): an operator account with a
+    fresh password, printed with the address, and the API serving the dashboard on the database."""
+    import re
+    import threading
+    from types import SimpleNamespace
+
+    import httpx
+    from rich.console import Console
+
+    from services.demo import dashboard_server
+
+    console = Console(record=True, width=200)
+    run = SimpleNamespace(platform=SimpleNamespace(database_url=db_url), out_dir=tmp_path, console=console)
+    server = dashboard_server(run, 0)
+    printed = console.export_text()
+    address = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/login", printed).group(1)
+    user, password = re.search(r"operator: (\S+) / (\S+)", printed).groups()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        with httpx.Client(base_url=address, follow_redirects=True) as client:
+            page = client.post("/login", data={"username": user, "password": password},
+                               headers={"Origin": address})
+            assert page.status_code == 200 and str(page.url).endswith("/ops")
+            assert client.get("/healthz").json() == {"status": "ok"}
+    finally:
+        server.should_exit = True
+        thread.join(10)
