@@ -26,6 +26,8 @@ from services.api.settings import ApiSettings
 from services.openapi import openapi_without_422
 from services.runtime.config import ConfigError, Settings
 from services.runtime.connection import PooledConnections
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import instrument
 
 
 def _version() -> str:
@@ -70,12 +72,13 @@ def create_app(database_url: str, secret: str | None = None, settlement_dir: Pat
 
     app.include_router(owner_router(auth, principal_dependency(auth)))
     install_dashboard(app, auth)
-    return app
+    return instrument(app, "api")
 
 
 def app_from_env() -> FastAPI:
     """The app as configured by the environment (DATABASE_URL and the FLEXFLEET_API_* settings):
     `uvicorn --factory services.api.app:app_from_env`."""
+    configure_logging("api")
     url = Settings.from_env().database_url
     if not url:
         raise ConfigError("DATABASE_URL must be set (see `flexfleet up`)")

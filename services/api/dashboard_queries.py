@@ -126,7 +126,7 @@ class Charger:
 
 
 @dataclass(frozen=True)
-class Reading:
+class ChargerReading:
     vehicle_id: str
     ts: datetime
     plugged_in: bool
@@ -142,9 +142,9 @@ def charger(conn: psycopg.Connection, charger_id: str) -> Charger | None:
     return None if row is None else Charger(*row)
 
 
-def charger_readings(conn: psycopg.Connection, charger_id: str, now: datetime, limit: int = 20) -> list[Reading]:
+def charger_readings(conn: psycopg.Connection, charger_id: str, now: datetime, limit: int = 20) -> list[ChargerReading]:
     """The latest readings naming the charger within LOOKBACK, newest first."""
-    return [Reading(*r) for r in conn.execute(
+    return [ChargerReading(*r) for r in conn.execute(
         "SELECT vehicle_id, ts, plugged_in, charger_id, power_kw, soc_pct FROM telemetry WHERE charger_id = %s "
         "AND ts > %s AND ts <= %s ORDER BY ts DESC LIMIT %s", (charger_id, now - LOOKBACK, now, limit))]
 

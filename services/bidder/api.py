@@ -32,6 +32,7 @@ from services.bidder.files import bid_record, plan_record
 from services.bidder.store import (ClearingConflict, ClearingIn, NotFound, Obligation, list_bids, list_obligations,
                                    record_clearing)
 from services.openapi import openapi_without_422
+from services.runtime.metrics import instrument
 
 log = logging.getLogger(__name__)
 
@@ -412,4 +413,4 @@ def create_app(database_url: str) -> FastAPI:
             found = list_obligations(conn, start, end)
         return {"obligations": [obligation_record(o) for o in found]}
 
-    return app
+    return instrument(app, "bidding")

@@ -18,6 +18,7 @@ from services.bidder.files import write_bid_files
 from services.bidder.service import PlanRequest, plan_day, validate
 from services.bidder.store import list_bids
 from services.runtime.config import Settings
+from services.runtime.metrics import push_metrics
 
 app = typer.Typer(name="bid", help="Plan, list and backtest the day's bids.", no_args_is_help=True)
 markets_app = typer.Typer(name="markets", help="The market catalogue.", no_args_is_help=True)
@@ -77,6 +78,7 @@ def plan(
                   f"{p.objective.wear_eur}, penalties {p.objective.penalty_eur}); {len(p.dropped)} left out; "
                   f"solver {p.solver_status} in {p.solve_seconds:.1f} s")
     console.print(f"wrote {paths[0]} and {paths[1]}")
+    push_metrics("bid-plan")
 
 
 @app.command("list")

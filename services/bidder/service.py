@@ -6,7 +6,9 @@ them from the marketplace's API)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,6 +16,7 @@ import pandas as pd
 import psycopg
 
 from flexfleet.bidding import Availability, BiddingInputError, PriceScenarios, SolveOptions, plan_bids
+from flexfleet.bidding.models import Bid
 from flexfleet.domain.time import mtus_of_delivery_day
 from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.portfolio import Calibration
@@ -23,6 +26,7 @@ from services.bidder.problem import (bidding_problem, day_gate_closure, fleet_fo
                                      with_orders_explained)
 from services.bidder.store import StoredPlan, save_plan
 from services.forecaster.store import load_forecast, load_forecaster
+from services.runtime import metrics
 from services.simulator.market_prices import REGIMES
 
 ACTIVATION_DAYS = 7
@@ -126,6 +130,22 @@ def plan_from_availability(conn: psycopg.Connection, request: PlanRequest, avail
     problem, markets = bidding_problem(request.day, zone, request.auction, now, catalogue,
                                        fleet_for_bidding(registry), availability, calibrations, prices, activation,
                                        orders)
+    started = time.perf_counter()
     plan = with_orders_explained(plan_bids(problem, request.solve), markets)
-    return save_plan(conn, plan, zone, request.day, markets.auction, now,
-                     {m.key: m.product.mtu_minutes.value for m in markets.markets}, forecast_id)
+    metrics.BID_SOLVE_SECONDS.observe(time.perf_counter() - started)
+    stored = save_plan(conn, plan, zone, request.day, markets.auction, now,
+                       {m.key: m.product.mtu_minutes.value for m in markets.markets}, forecast_id)
+    _count_bids(plan.bids)
+    return stored
+
+
+def _count_bids(bids: Iterable[Bid]) -> None:
+    """Bids and their MW per product, counted once per plan."""
+    count: Counter[str] = Counter()
+    mw: dict[str, float] = {}
+    for b in bids:
+        count[b.product_id] += 1
+        mw[b.product_id] = mw.get(b.product_id, 0.0) + float(b.volume_mw)
+    for product, n in count.items():
+        metrics.BID_BIDS.labels(product).inc(n)
+        metrics.BID_OFFERED_MW.labels(product).inc(mw[product])

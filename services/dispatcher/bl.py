@@ -51,6 +51,7 @@ from flexfleet.domain.time import to_utc
 from flexfleet.markets import default_catalogue
 from flexfleet.markets.catalogue import Catalogue
 from services.bidder.store import Obligation, list_obligations, obligation
+from services.runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +345,8 @@ class Dispatcher:
         with ThreadPoolExecutor(SENDERS, thread_name_prefix="dispatch") as senders:
             updated = _all_done([senders.submit(self._put, event_id, body) for _, event_id, body in puts])
             created = _all_done([senders.submit(self._create, body, sig, program_id) for sig, body in creates])
+        _count_sent(len(puts) + sum(outcome == "updated" for _, outcome in created),
+                    sum(outcome == "created" for _, outcome in created))
         for (sig, _, body), _ in zip(puts, updated, strict=True):
             report.updated += 1
             self.conn.execute("UPDATE dispatch_events SET body = %s, updated_at = now() "
@@ -404,6 +407,14 @@ class Dispatcher:
         if self.conn.execute("SELECT 1 FROM obligations WHERE obligation_id = %s FOR UPDATE",
                              (obligation_id,)).fetchone() is None:
             raise DomainError("obligation_id", f"no obligation {obligation_id!r}")
+
+
+def _count_sent(updated: int, created: int) -> None:
+    """Events the VTN took in this sync (a create that found its event unchanged sent nothing)."""
+    if created:
+        metrics.DISPATCH_EVENTS_SENT.labels("created").inc(created)
+    if updated:
+        metrics.DISPATCH_EVENTS_SENT.labels("updated").inc(updated)
 
 
 def _program_fields(p: NewProgram | ExistingProgram) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from flexfleet.domain.time import delivery_day_bounds, parse_rfc3339
 from services.dispatcher.bl import Dispatcher, DispatchReport, bl_client
 from services.dispatcher.vtn.app import SECRET_ENV
 from services.runtime.config import Settings
+from services.runtime.metrics import push_metrics
 
 app = typer.Typer(name="dispatch", help="Send obligations to the sites as OpenADR events; re-dispatch.",
                   no_args_is_help=True)
@@ -72,6 +73,7 @@ def _run(vtn: str, client_id: str, client_secret: str, token_url: str | None, ca
         console.print(f"[red]error[/red] the VTN at {vtn}: {exc}")
         raise typer.Exit(1) from None
     _show(report)
+    push_metrics("dispatch")
     return report
 
 

@@ -15,6 +15,7 @@ from flexfleet.markets.packaged import default_catalogue
 from services.dispatcher.deliveries import (DELIVERIES_TOPIC, make_producer, publish_pending, shortfall_by_site,
                                             verify_deliveries, write_frequency)
 from services.runtime.config import Settings
+from services.runtime.metrics import push_metrics
 from services.simulator.market import frequency_day
 
 app = typer.Typer(name="dispatch", help="Dispatch: delivery verification.", no_args_is_help=True)
@@ -80,3 +81,4 @@ def verify(
     for oid, why in result.skipped:
         console.print(f"[yellow]not verified[/yellow] {oid}: {why}")
     console.print(f"stored {result.stored} new or changed, {result.unchanged} unchanged; published {sent}")
+    push_metrics("dispatch-verify")

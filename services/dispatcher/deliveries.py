@@ -41,6 +41,7 @@ from flexfleet.markets.catalogue import Catalogue, FrequencyActivation, Product
 from flexfleet.markets.clearing import FrequencyTrace
 from flexfleet.markets.packaged import default_catalogue
 from services.bidder.store import Obligation, list_obligations
+from services.runtime import metrics
 from services.runtime.pgcopy import Column, binary_copy
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,25 @@ def verify_deliveries(conn: psycopg.Connection, start: datetime, end: datetime, 
         result.stored += stored
         result.unchanged += unchanged
         result.deliveries += [d for _, d in done]
+    record_deliveries(result.deliveries)
     return result
+
+
+def record_deliveries(deliveries: Sequence[Delivery]) -> None:
+    """The run's delivered share per product (weighted by required MW x duration, as the
+    dashboard weighs it) and each measured response time. A product the run did not verify
+    keeps the share of its last run."""
+    required: dict[str, float] = defaultdict(float)
+    delivered: dict[str, float] = defaultdict(float)
+    for d in deliveries:
+        weight = d.required_mw * d.hours
+        if math.isfinite(d.delivered_share) and weight > 0:
+            required[d.product_id] += weight
+            delivered[d.product_id] += d.delivered_share * weight
+        if d.response_time_s is not None:
+            metrics.DISPATCH_RESPONSE_SECONDS.labels(d.product_id).observe(d.response_time_s)
+    for product, weight in required.items():
+        metrics.DISPATCH_DELIVERED_SHARE.labels(product).set(delivered[product] / weight)
 
 
 def _rolling(conn: psycopg.Connection, group: list[Obligation], products: dict[str, Product], lo: datetime,

@@ -164,6 +164,8 @@ def run(
     zone: str = typer.Option("SE3", help="Bidding zone of the fleet (local time, holidays)."),
     history_weeks: int = typer.Option(8, min=2, help="Weeks of sessions a forecaster is trained on."),
     poll_s: float = typer.Option(60.0, min=1.0, help="Seconds between looks for new sessions."),
+    metrics_port: int = typer.Option(None, min=0, max=65535,
+                                     help="Serve Prometheus GET /metrics on this port (an internal one)."),
 ) -> None:
     """Run the forecaster service until Ctrl-C (or one pass with --once).
 
@@ -178,8 +180,10 @@ def run(
     from flexfleet.domain import DomainError
     from flexfleet.domain.zones import BiddingZone
     from services.forecaster.service import ForecasterService, ServiceConfig
+    from services.runtime.logs import configure_logging
+    from services.runtime.metrics import push_metrics, start_metrics_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("forecaster")
     settings = Settings.from_env()
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise typer.BadParameter("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set (see `flexfleet up`)")
@@ -210,10 +214,14 @@ def run(
         typer.echo(f"published: {result.published}")
         if result.publish_error:
             typer.echo(f"not published yet (the next pass retries): {result.publish_error}", err=True)
+        push_metrics("forecaster")
         return
     stop = Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if metrics_port is not None:
+        server = start_metrics_server(metrics_port)
+        logging.getLogger(__name__).info("metrics on http://0.0.0.0:%d/metrics", server.server_port)
     service.run(stop)
     typer.echo(f"forecaster stopped after {service.passes} passes ({service.failures} failed)")
 

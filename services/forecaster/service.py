@@ -14,6 +14,7 @@ import (`sessions_known_at`). `replay` uses both to issue it again and compare.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from services.forecaster.cli import database_sessions
 from services.forecaster.store import (FORECASTS_TOPIC, StoredForecast, forecast_info, latest_forecast,
                                        latest_forecaster, load_forecast, load_forecaster, prune_vehicle_rows,
                                        publish_pending, save_forecast, save_forecaster)
+from services.runtime import metrics
 from services.runtime.connection import LazyConnection
 from services.runtime.migrate import migrate
 from services.runtime.services import DEFAULT_TOPICS, ensure_topics
@@ -135,6 +137,20 @@ class ForecasterService:
     def run_once(self, now: datetime) -> PassResult:
         """Retrain if due, issue at `now` floored to the MTU if due, store, relay the outbox.
         Database errors propagate (the caller retries); broker errors are reported in the result."""
+        started = time.perf_counter()
+        try:
+            result = self._pass(now)
+        except Exception:
+            metrics.FORECAST_RUNS.labels("failed").inc()
+            raise
+        finally:
+            metrics.FORECAST_RUN_SECONDS.observe(time.perf_counter() - started)
+        metrics.FORECAST_RUNS.labels("ok").inc()
+        if result.forecast_id:
+            metrics.FORECAST_ISSUED.inc()
+        return result
+
+    def _pass(self, now: datetime) -> PassResult:
         cfg = self.config
         issued_at = mtu_floor(to_utc(now, "now"))
         conn = self._db.get()

@@ -12,6 +12,7 @@ import typer
 from services.ingest.worker import DLQ_TOPIC, TELEMETRY_TOPIC, IngestConfig, IngestWorker
 from services.runtime.config import Settings
 from services.runtime.health import Heartbeat, HealthServer
+from services.runtime.logs import configure_logging
 
 
 def ingest(
@@ -22,7 +23,7 @@ def ingest(
     future_tolerance_s: int = typer.Option(300, min=0, help="How far ahead of our clock a reading may be."),
     idle_exit_s: float = typer.Option(None, help="Exit after this many seconds without messages."),
     health_port: int = typer.Option(None, min=0, max=65535,
-                                    help="Serve GET /healthz on this port (0: any free port, logged)."),
+                                    help="Serve GET /healthz and /metrics on this port (0: any free port, logged)."),
     health_stale_s: float = typer.Option(60.0, min=0.1,
                                          help="/healthz answers 503 when the consume loop has not come round "
                                               "for this many seconds (stuck on the database, say)."),
@@ -30,7 +31,7 @@ def ingest(
     """Consume telemetry.v1 into the telemetry table until Ctrl-C.
 
     Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (e.g. from `flexfleet up`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("ingest")
     settings = Settings.from_env()
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise typer.BadParameter("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set (see `flexfleet up`)")
@@ -41,28 +42,16 @@ def ingest(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker = IngestWorker(config)
-    health = _serve_health(worker, health_port, health_stale_s) if health_port is not None else None
+    heartbeat = Heartbeat(health_stale_s)
+    health = None
+    if health_port is not None:
+        health = HealthServer(heartbeat, port=health_port, details=worker.stats.as_dict).start()
+        logging.info("health and metrics on http://0.0.0.0:%d/healthz and /metrics (stale after %.1f s)",
+                     health.port, health_stale_s)
     try:
-        stats = worker.run(stop, idle_exit_s=idle_exit_s,
+        stats = worker.run(stop, idle_exit_s=idle_exit_s, on_poll=heartbeat.beat,
                            on_batch=lambda s: logging.info("ingest %s", s.as_dict()))
     finally:
         if health is not None:
             health.stop()
     typer.echo(f"ingest stopped: {stats.as_dict()}")
-
-
-def _serve_health(worker: IngestWorker, port: int, stale_after_s: float) -> HealthServer:
-    """Beat on every poll of the worker's loop (which polls at least every 0.5 s, messages or
-    not), so an idle consumer stays healthy and one blocked on its writer or registry goes stale."""
-    heartbeat = Heartbeat(stale_after_s)
-    consumer = worker._consumer
-    poll = consumer.poll
-
-    def poll_and_beat(*args, **kwargs):
-        heartbeat.beat()
-        return poll(*args, **kwargs)
-
-    consumer.poll = poll_and_beat  # type: ignore[method-assign]
-    server = HealthServer(heartbeat, port=port, details=worker.stats.as_dict).start()
-    logging.info("health on http://0.0.0.0:%d/healthz (stale after %.1f s)", server.port, stale_after_s)
-    return server

@@ -26,6 +26,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from flexfleet.telemetry import COLUMNS, FleetLimits, Limits, Reading, Rejection, parse_reading
+from services.runtime import metrics
 from services.runtime.connection import LazyConnection
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ DLQ_TOPIC = "telemetry.dlq.v1"
 # How often an unknown id may trigger a reload of the fleet registry. A vehicle registered less
 # than this before its first reading can be refused; its message is kept in telemetry_rejects.
 REGISTRY_RELOAD_S = 1.0
+# How often the consumer lag gauge is refreshed (from figures the consumer already has).
+LAG_EVERY_S = 5.0
 
 _STAGE_DDL = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage "
               "(LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
@@ -107,6 +110,8 @@ class IngestWorker:
         self._limits = FleetLimits()
         self._limits_loaded_at = float("-inf")
         self._known_days: set[date] = set()
+        self._lag_at = float("-inf")
+        self._lag_partitions: set[str] = set()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         self._consumer = KafkaConsumer(
             config.topic, bootstrap_servers=config.bootstrap_servers, group_id=config.group_id,
@@ -120,14 +125,20 @@ class IngestWorker:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: Event | None = None, idle_exit_s: float | None = None,
-            on_batch: Callable[[IngestStats], None] | None = None) -> IngestStats:
-        """Consume until `stop` is set, or until nothing arrived for `idle_exit_s` seconds."""
+            on_batch: Callable[[IngestStats], None] | None = None,
+            on_poll: Callable[[], None] | None = None) -> IngestStats:
+        """Consume until `stop` is set, or until nothing arrived for `idle_exit_s` seconds.
+        `on_poll` is called each time round the loop (at least every 0.5 s): a health heartbeat."""
         stop = stop or Event()
         last_data = time.monotonic()
         pending: tuple[Future, dict] | None = None  # the batch being written, and its offsets
         try:
             while not stop.is_set():
+                if on_poll:
+                    on_poll()
                 polled = self._consumer.poll(timeout_ms=200 if pending else 500)
+                if time.monotonic() - self._lag_at >= LAG_EVERY_S:
+                    self._record_lag()
                 records = [r for part in polled.values() for r in part]
                 if records:
                     last_data = time.monotonic()
@@ -171,6 +182,7 @@ class IngestWorker:
         self.stats.stored += inserted
         self.stats.duplicates_dropped += n_readings - inserted
         self.stats.rejected.update(f"{j.field}:{j.code}" for _, j in rejects)
+        _count_batch(inserted, n_readings - inserted, rejects)
         self.stats.finished_at = time.monotonic()
         if on_batch:
             on_batch(self.stats)
@@ -209,11 +221,16 @@ class IngestWorker:
         while True:
             try:
                 conn = self._db.get()
+                started = time.perf_counter()
                 inserted = self._write(conn, readings, rejects)
-                self._relay_rejects(conn)
+                metrics.INGEST_WRITE_SECONDS.observe(time.perf_counter() - started)
+                published = self._relay_rejects(conn)
+                if published:
+                    metrics.INGEST_DLQ_PUBLISHED.inc(published)
                 return len(readings) + len(rejects), inserted, len(readings), rejects
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 self.stats.db_retries += 1
+                metrics.INGEST_DB_RETRIES.inc()
                 log.warning("database unavailable (%s); retrying in %.1f s", e, delay)
                 self._db.drop()
                 if stop.wait(delay):
@@ -256,6 +273,25 @@ class IngestWorker:
                 ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
         return len(rows)
 
+    def _record_lag(self) -> None:
+        """Lag of each assigned partition: the high watermark of the consumer's last fetch minus
+        its position. Both are the consumer's own figures, so this asks the broker nothing; a
+        partition not fetched from yet is left out until it is. Partitions a rebalance took away
+        are dropped (set to 0 first: a multiprocess gauge keeps its last value)."""
+        self._lag_at = time.monotonic()
+        lags: dict[str, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            position = self._consumer.position(tp, timeout_ms=0) if high is not None else None
+            if position is not None:
+                lags[str(tp.partition)] = max(0, high - position)
+        for partition in self._lag_partitions - lags.keys():
+            metrics.INGEST_CONSUMER_LAG.labels(partition).set(0)
+            metrics.INGEST_CONSUMER_LAG.remove(partition)
+        for partition, lag in lags.items():
+            metrics.INGEST_CONSUMER_LAG.labels(partition).set(lag)
+        self._lag_partitions = set(lags)
+
     # -- connections and registry -----------------------------------------------------------
     def _reload_limits(self, stop: Event) -> bool:
         """Load the registry (on its own connection: the writer thread owns the other one).
@@ -271,6 +307,7 @@ class IngestWorker:
                 return True
             except psycopg.OperationalError as e:
                 self.stats.db_retries += 1
+                metrics.INGEST_DB_RETRIES.inc()
                 log.warning("cannot load the fleet registry (%s); retrying in %.1f s", e, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -295,6 +332,20 @@ def write_readings(conn: psycopg.Connection, readings: list[Reading],
                 copy.write_row(reading)
         cur.execute(_INSERT)
         return cur.rowcount
+
+
+_STORED = metrics.INGEST_MESSAGES.labels("stored")
+_DUPLICATE = metrics.INGEST_MESSAGES.labels("duplicate")
+_REJECTED = metrics.INGEST_MESSAGES.labels("rejected")
+
+
+def _count_batch(stored: int, duplicates: int, rejects: list[tuple[ConsumerRecord, Rejection]]) -> None:
+    """Counters of one committed batch: a few increments per batch, none per message."""
+    _STORED.inc(stored)
+    _DUPLICATE.inc(duplicates)
+    _REJECTED.inc(len(rejects))
+    for (fld, code), n in Counter((j.field, j.code) for _, j in rejects).items():
+        metrics.INGEST_REJECTED.labels(metrics.rejected_field(fld, code), code).inc(n)
 
 
 def _next_offsets(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -28,6 +28,7 @@ from typing import Any
 from flexfleet.domain.errors import DomainError
 
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"       # the process's Prometheus metrics (services.runtime.metrics)
 
 
 class Heartbeat:
@@ -90,15 +91,21 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.split("?", 1)[0] != HEALTH_PATH:
-                    self._send(404, {"error": f"not found: only GET {HEALTH_PATH} is served"})
-                    return
-                self._send(*owner.status())
+                path = self.path.split("?", 1)[0]
+                if path == METRICS_PATH:
+                    from services.runtime.metrics import metrics_text
+                    self._write(200, *metrics_text())
+                elif path == HEALTH_PATH:
+                    self._send(*owner.status())
+                else:
+                    self._send(404, {"error": f"not found: GET {HEALTH_PATH} and {METRICS_PATH} are served"})
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+                self._write(code, json.dumps(body).encode(), "application/json")
+
+            def _write(self, code: int, data: bytes, content_type: str) -> None:
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()

@@ -19,24 +19,13 @@ import orjson
 import psycopg
 import pytest
 from kafka import KafkaProducer
+from test_ingest import register_fleet
 
 pytestmark = pytest.mark.integration
 
 VEHICLES = 20
 STALE_S = 2.0
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
-
-
-def register(db_url: str) -> None:
-    with psycopg.connect(db_url) as conn:
-        conn.execute("INSERT INTO owners VALUES ('o1', 'Test Owner', 'sv', 'SEK')")
-        conn.execute("INSERT INTO sites (site_id, kind, grid_node, bidding_zone, timezone, max_import_kw, "
-                     "max_export_kw) VALUES ('s1', 'home', 'n1', 'SE3', 'Europe/Stockholm', 25, 11)")
-        for i in range(VEHICLES):
-            conn.execute("INSERT INTO chargers VALUES (%s, 's1', 'DC', true, 11, 11)", (f"c{i}",))
-            conn.execute("INSERT INTO vehicles (vehicle_id, owner_id, make, model, battery_kwh, chemistry, "
-                         "max_charge_kw, max_discharge_kw, v2g_capable) "
-                         "VALUES (%s, 'o1', 'Nissan', 'Leaf', 39, 'NMC', 6.6, 6.6, true)", (f"v{i}",))
 
 
 def send(bootstrap: str, topic: str, minutes: range) -> int:
@@ -91,7 +80,7 @@ def stored(db_url: str) -> int:
 def test_healthz_is_200_while_consuming_and_503_once_the_loop_is_stuck(db_url_on_own_server, kafka_server,
                                                                         topic_factory):
     db_url, server = db_url_on_own_server
-    register(db_url)
+    register_fleet(db_url, VEHICLES)
     topic = topic_factory()
     topic_factory(f"{topic}.dlq", partitions=1)
     port = free_port()
@@ -123,6 +112,9 @@ def test_healthz_is_200_while_consuming_and_503_once_the_loop_is_stuck(db_url_on
         wait_for("every reading stored", lambda: stored(db_url) == first * 2, proc)
         wait_for("every reading counted", lambda: healthz(port)[1].get("details", {}).get("stored") == first * 2,
                  proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:   # the same port scrapes
+            scrape = r.read().decode()
+        assert f'flexfleet_ingest_messages_total{{outcome="stored"}} {float(first * 2)}' in scrape, scrape[:2000]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -75,6 +75,8 @@ from services.dispatcher.vtn.store import (
 from services.openapi import openapi_without_422
 from services.runtime.config import Settings
 from services.runtime.connection import PooledConnections
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import instrument
 
 log = logging.getLogger(__name__)
 
@@ -874,12 +876,13 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
     def docs_310() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url=f"{BASE_PATH_310}/openapi.json", title="flexfleet OpenADR 3.1.0 VTN")
 
-    return app
+    return instrument(app, "vtn")
 
 
 def app_from_env() -> FastAPI:
     """`create_app` on $DATABASE_URL (and $FLEXFLEET_VTN_SECRET): the factory each uvicorn worker
     process calls (`flexfleet dispatch vtn --workers N`)."""
+    configure_logging("vtn")
     url = Settings.from_env().database_url
     if not url:
         raise ValueError("DATABASE_URL must be set to the VTN's database")
