@@ -4,8 +4,8 @@ OpenADR business-logic client, so a fresh deployment needs no manual step.
 Run as `python infra/bootstrap.py` from the image's /app (compose's `migrate` service, the k8s
 `migrate` Job). Idempotent: migrations already applied are skipped (the advisory lock in
 services.runtime.migrate serialises concurrent runs) and the client is saved again with the same
-secret. The platform has no `flexfleet migrate` command yet; this calls the same function every
-service calls on start-up.
+secret. The migrations are what `flexfleet migrate` applies; the client registration is why this
+is a script of its own.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`flexfleet up | down | status`: embedded servers that outlive the command, for poking at."""
+"""`flexfleet up | down | status`: embedded servers that outlive the command, for poking at;
+`flexfleet migrate`: the schema of any database, embedded or not."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import json
 import os
 import signal
 
+import psycopg
 import typer
 
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedKafka, EmbeddedPostgres
-from services.runtime.migrate import migrate
+from services.runtime.migrate import migrate, timescale_available
 from services.runtime.services import DEFAULT_TOPICS, ensure_topics
 
 app = typer.Typer(help="Start and stop the embedded PostgreSQL and Kafka-protocol broker.")
@@ -49,6 +51,19 @@ def up(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the e
     typer.echo(f"export KAFKA_BOOTSTRAP_SERVERS={info['bootstrap_servers']}")
     if not quiet:
         typer.echo("# running; paste the lines above into your shell, stop with `flexfleet down`", err=True)
+
+
+@app.command("migrate")
+def migrate_command(database_url: str = typer.Option(None, "--database-url",
+                                                     help="PostgreSQL URL (default: DATABASE_URL).")) -> None:
+    """Apply the database migrations that are missing (TimescaleDB path when the extension exists)."""
+    url = database_url or Settings.from_env().database_url
+    if not url:
+        raise typer.BadParameter("--database-url or DATABASE_URL must be set")
+    applied = migrate(url)
+    with psycopg.connect(url) as conn:
+        path = "TimescaleDB" if timescale_available(conn) else "native partitions (no TimescaleDB extension)"
+    typer.echo(f"applied: {', '.join(applied) or 'nothing (up to date)'}; schema path: {path}")
 
 
 @app.command()

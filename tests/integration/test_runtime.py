@@ -26,6 +26,27 @@ def test_migrations_are_recorded_and_idempotent(db_url):
     assert names == [p.stem for p in sorted(MIGRATIONS.glob("*.sql"))]
 
 
+def test_flexfleet_migrate_brings_an_empty_database_up_to_date(pg_server):
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    from services.runtime.config import with_database
+
+    name = f"t_migrate_{os.getpid()}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(pg_server.url, name)
+    try:
+        first = CliRunner().invoke(app, ["migrate", "--database-url", url])
+        assert first.exit_code == 0 and "0001_fleet_and_telemetry" in first.output, first.output
+        again = CliRunner().invoke(app, ["migrate", "--database-url", url])
+        assert "nothing (up to date)" in again.output and "schema path: native partitions" in again.output
+    finally:
+        with psycopg.connect(pg_server.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_a_changed_migration_is_refused(db_url, tmp_path):
     copied = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, copied)
