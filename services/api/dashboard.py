@@ -110,10 +110,17 @@ class Alert:
     id: str
     title: str
     text: str
+    link: str | None = None         # where it leads, when not its own detail page
 
     @property
     def href(self) -> str:
-        return f"/ops/alerts/{self.kind}/{self.id}"
+        return self.link or f"/ops/alerts/{self.kind}/{self.id}"
+
+
+# Charger alerts listed one by one up to this many; past it, one line leads to the whole list
+# (a broken mobile network or ingest makes hundreds at once: a screen of them helps nobody).
+LISTED_CHARGERS = 10
+OFFLINE_LIST = "/ops/chargers/offline"
 
 
 @dataclass(frozen=True)
@@ -125,12 +132,30 @@ class Live:
     dlq: q.DlqGrowth
     obligations: list[tuple[q.Obligation, q.Coverage | None]]
     day: str
+    last_reading: datetime | None = None    # the fleet's latest reading, any car
+
+    @property
+    def stream_stopped(self) -> bool:
+        """No car has reported for the offline bound: the cause is upstream (ingest, the broker, the
+        cars' network), not hundreds of chargers at once."""
+        return self.last_reading is None or self.fleet.at - self.last_reading > q.OFFLINE_AFTER
 
     @property
     def alerts(self) -> list[Alert]:
-        out = [Alert("charger", c.charger_id, f"Charger {c.charger_id} offline",
-                     f"last reading naming it {_utc(c.last_seen)}; plugged in: {', '.join(c.vehicles)}")
-               for c in self.offline]
+        out: list[Alert] = []
+        if self.stream_stopped and self.offline:
+            since = (f"since {_utc(self.last_reading)}" if self.last_reading
+                     else f"in the last {int(q.LOOKBACK / timedelta(hours=1))} h")
+            out.append(Alert("telemetry", "stream", "Telemetry stopped",
+                             f"no reading from any car {since}; {len(self.offline)} chargers with a car plugged in "
+                             "look offline because of it", OFFLINE_LIST))
+        else:
+            out += [Alert("charger", c.charger_id, f"Charger {c.charger_id} offline",
+                          f"last reading naming it {_utc(c.last_seen)}; plugged in: {', '.join(c.vehicles)}")
+                    for c in self.offline[:LISTED_CHARGERS]]
+            if len(self.offline) > LISTED_CHARGERS:
+                out.append(Alert("charger", "more", f"{len(self.offline) - LISTED_CHARGERS} more chargers offline",
+                                 f"{len(self.offline)} in all", OFFLINE_LIST))
         if self.dlq.growing:
             out.append(Alert("dlq", "telemetry", "Telemetry DLQ growing",
                              f"{self.dlq.last_hour} rejects in the last hour, {self.dlq.hour_before} the hour before"))
@@ -145,7 +170,8 @@ def read_live(conn: psycopg.Connection, now: datetime) -> Live:
     start, end = q.utc_day(now)
     obligations = q.obligations_between(conn, start, end)
     return Live(q.fleet_now(conn, now), q.offline_chargers(conn, now), q.dlq_growth(conn, now),
-                [(o, q.p90_coverage(conn, o, now)) for o in obligations], start.strftime("%Y-%m-%d UTC"))
+                [(o, q.p90_coverage(conn, o, now)) for o in obligations], start.strftime("%Y-%m-%d UTC"),
+                q.last_reading(conn, now))
 
 
 def _live_context(live: Live, every: int) -> dict[str, Any]:
@@ -277,6 +303,15 @@ def dashboard_router(auth: Auth) -> APIRouter:
                 return render("obligation.html", title=f"Obligation {alert_id}", who=who, o=o,
                               coverage=q.p90_coverage(conn, o, now))
         raise ApiProblem(404, f"must be one of {', '.join(ALERT_KINDS)}", "kind")
+
+    @router.get(OFFLINE_LIST)
+    def offline_list(who: Principal = operator) -> HTMLResponse:
+        """Every charger offline now, for when there are too many to list among the alerts."""
+        now = datetime.now(UTC)
+        with auth.connections.connection() as conn:
+            offline, last = q.offline_chargers(conn, now), q.last_reading(conn, now)
+        return render("offline.html", title="Chargers offline", who=who, offline=offline, last_reading=last,
+                      offline_min=int(q.OFFLINE_AFTER / timedelta(minutes=1)))
 
     @router.get("/ops/vehicles/{vehicle_id}")
     def vehicle_page(vehicle_id: str, who: Principal = operator) -> HTMLResponse:

@@ -109,6 +109,11 @@ GROUP BY c.charger_id, ch.site_id, a.last_seen ORDER BY c.charger_id
 """
 
 
+def last_reading(conn: psycopg.Connection, now: datetime) -> datetime | None:
+    """The fleet's latest reading within LOOKBACK (bounded, so partitions prune)."""
+    return conn.execute("SELECT max(ts) FROM telemetry WHERE ts > %s AND ts <= %s", (now - LOOKBACK, now)).fetchone()[0]
+
+
 def offline_chargers(conn: psycopg.Connection, now: datetime, charger_id: str | None = None) -> list[OfflineCharger]:
     rows = conn.execute(_OFFLINE, {"now": now, "lookback": now - LOOKBACK, "bound": now - OFFLINE_AFTER,
                                    "charger": charger_id}).fetchall()

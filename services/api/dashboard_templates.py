@@ -120,6 +120,21 @@ deliveries' delivered share, weighted by required MW and duration.</p>
 </section>
 """
 
+OFFLINE = """{% extends "base.html" %}
+{% block main %}
+<h1>Chargers offline ({{ offline | length }})</h1>
+<section>
+<p class="rule">A car is plugged in at the charger but no reading has named the charger for more than {{ offline_min }}
+minutes. The fleet's latest reading from any car: {{ last_reading | utc if last_reading else "none" }}.</p>
+{% if offline %}<table><thead><tr><th>Charger</th><th>Site</th><th>Last reading naming it (UTC)</th><th>Plugged in</th></tr></thead>
+<tbody>{% for c in offline %}<tr><td><a href="/ops/alerts/charger/{{ c.charger_id }}">{{ c.charger_id }}</a></td>
+<td>{{ c.site_id or "not in the registry" }}</td><td>{{ c.last_seen | utc if c.last_seen else "none" }}</td>
+<td>{% for v in c.vehicles %}<a href="/ops/vehicles/{{ v }}">{{ v }}</a>{{ ", " if not loop.last }}{% endfor %}</td></tr>{% endfor %}</tbody></table>
+{% else %}<p class="ok">No charger is offline.</p>{% endif %}
+</section>
+{% endblock %}
+"""
+
 CHARGER = """{% extends "base.html" %}
 {% block main %}
 <h1>Charger {{ charger_id }}</h1>
@@ -276,5 +291,6 @@ REFRESH_JS = """"use strict";
 """
 
 TEMPLATES = {"base.html": BASE, "login.html": LOGIN, "ops.html": OPS, "live.html": LIVE, "charger.html": CHARGER,
+             "offline.html": OFFLINE,
              "dlq.html": DLQ, "obligation.html": OBLIGATION, "vehicle.html": VEHICLE, "me.html": ME,
              "forbidden.html": FORBIDDEN}

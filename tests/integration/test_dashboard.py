@@ -203,7 +203,7 @@ def _bearer(client: TestClient, username: str) -> dict[str, str]:
 def _pages(s: Seeded) -> dict[str, str]:
     return {"ops": "/ops", "live": "/ops/live", "charger": f"/ops/alerts/charger/{s.quiet_charger}",
             "dlq": "/ops/alerts/dlq/telemetry", "obligation": f"/ops/alerts/obligation/{s.obligation}",
-            "vehicle": f"/ops/vehicles/{s.plugged[0]}", "me": "/me"}
+            "vehicle": f"/ops/vehicles/{s.plugged[0]}", "offline": "/ops/chargers/offline", "me": "/me"}
 
 
 # ------------------------------------------------------------------------------ authorization
@@ -337,6 +337,8 @@ def test_the_pages_show_what_the_data_says(seeded, client):
     assert "broken" in vehicle and "departure SoC" in vehicle and "123.45 SEK" in vehicle and "<svg" in vehicle
     dlq = client.get("/ops/alerts/dlq/telemetry", headers=headers).text
     assert "3 rejected in the last hour" in dlq and "1 in the hour before" in dlq
+    offline = client.get("/ops/chargers/offline", headers=headers).text
+    assert "Chargers offline (1)" in offline and f"/ops/alerts/charger/{seeded.quiet_charger}" in offline
 
 
 # ------------------------------------------------------------------------------ in the browser
