@@ -11,9 +11,11 @@ import multiprocessing as mp
 import os
 import queue as queue_lib
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ import matplotlib
 import pandas as pd
 import psycopg
 import uvicorn
+from kafka import KafkaProducer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -49,7 +52,7 @@ from services.forecaster.cli import database_sessions
 from services.forecaster.report import write_report
 from services.forecaster.service import ForecasterService, ServiceConfig
 from services.forecaster.store import load_forecast
-from services.ingest.worker import TELEMETRY_TOPIC, IngestConfig, IngestWorker
+from services.ingest.worker import DLQ_TOPIC, TELEMETRY_TOPIC, IngestConfig, IngestWorker
 from services.runtime.services import Platform, ensure_topics, platform
 from services.sessions import derive_and_store_sessions, import_sessions_csv
 from services.settlement import store as settlement_store
@@ -567,8 +570,47 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict:
             console.rule(f"[bold]{name}")
             stage(run)
         if options.serve_port is not None:
-            dashboard_server(run, options.serve_port).run()       # until Ctrl-C
+            with live_feed(run):
+                dashboard_server(run, options.serve_port).run()       # until Ctrl-C
     return run.summary
+
+
+@contextmanager
+def live_feed(run: DemoRun, horizon: timedelta = timedelta(days=1), topic: str = TELEMETRY_TOPIC,
+              dlq_topic: str = DLQ_TOPIC) -> Iterator[threading.Event]:
+    """The simulated fleet keeps reporting while the dashboard is served, so "fleet now" is now:
+    the simulation carries on from where the demo's stream ended (the same seed and history, no
+    cold start), each reading published once the clock passes its time, and an ingest worker in
+    this process stores it. Yields the stop event; leaving stops both threads."""
+    o, p = run.options, run.platform
+    assert run.fleet is not None
+    stop = threading.Event()
+    messages = simulate(run.fleet, run.history_start, run.end + horizon, cadence_s=o.cadence_s, seed=o.seed,
+                        emit_from=run.end)
+
+    def publish_as_time_passes() -> None:
+        producer = KafkaProducer(bootstrap_servers=p.bootstrap_servers, acks="all", linger_ms=20)
+        try:
+            for m in messages:
+                while m.ts_s > time.time():
+                    producer.flush()
+                    if stop.wait(min(1.0, m.ts_s - time.time())):
+                        return
+                producer.send(topic, key=m.key, value=m.value)
+        finally:
+            producer.close()
+
+    worker = IngestWorker(IngestConfig(p.database_url, p.bootstrap_servers, topic=topic, dlq_topic=dlq_topic))
+    threads = [threading.Thread(target=publish_as_time_passes, name="live-publish", daemon=True),
+               threading.Thread(target=worker.run, args=(stop,), name="live-ingest", daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
 
 
 def dashboard_server(run: DemoRun, port: int) -> uvicorn.Server:
