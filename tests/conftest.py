@@ -52,15 +52,25 @@ def _template(pg_server) -> str:
     return name
 
 
-@pytest.fixture
-def db_url(pg_server, _template) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
+def _fresh_database(pg_server, template: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield with_database(pg_server.url, name)
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_server, _template) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    yield from _fresh_database(pg_server, _template)
+
+
+@pytest.fixture(scope="module")
+def module_db_url(pg_server, _template) -> Iterator[str]:
+    """A fresh, migrated database shared by a module's tests (seeded once, read by many)."""
+    yield from _fresh_database(pg_server, _template)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ rather than only 401s and 404s.
 
 from __future__ import annotations
 
-import uuid
 
 import psycopg
 import pytest
@@ -26,7 +25,6 @@ from test_settlement_service import MONTH, ZONE, _seed_month
 
 from services.api.accounts import create_account
 from services.api.app import create_app
-from services.runtime.config import with_database
 from services.settlement.service import settle
 
 pytestmark = pytest.mark.integration
@@ -37,11 +35,8 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 
 
 @pytest.fixture(scope="module")
-def api(pg_server, _template, tmp_path_factory):
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-    url = with_database(pg_server.url, name)
+def api(module_db_url, tmp_path_factory):
+    url = module_db_url
     _seed_month(url)
     with psycopg.connect(url) as conn:
         result = settle(conn, MONTH, ZONE, out_dir=None)
@@ -52,8 +47,6 @@ def api(pg_server, _template, tmp_path_factory):
         token = client.post("/v1/auth/token", data={"grant_type": "password", "username": "alice",
                                                     "password": PASSWORD}).json()["access_token"]
         yield {"client": client, "token": token, "month": MONTH, "version": result.version}
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # The document of an app never served (FastAPI builds it without a database); the test's app,

@@ -17,7 +17,6 @@ import shutil
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,6 @@ from fastapi.testclient import TestClient
 from flexfleet.forecast.portfolio import LEVELS
 from services.api.accounts import create_account
 from services.api.app import create_app
-from services.runtime.config import with_database
 from services.settlement.statements.pdf import CHROMIUM, CHROMIUM_ARGS
 from services.simulator.fleet import generate_fleet
 from services.simulator.registry import write_fleet
@@ -176,14 +174,8 @@ def _seed(url: str, files: Path) -> Seeded:
 
 
 @pytest.fixture(scope="module")
-def seeded(pg_server, _template, tmp_path_factory):
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-    url = with_database(pg_server.url, name)
-    yield _seed(url, tmp_path_factory.mktemp("settlement"))
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def seeded(module_db_url, tmp_path_factory):
+    return _seed(module_db_url, tmp_path_factory.mktemp("settlement"))
 
 
 @pytest.fixture(scope="module")

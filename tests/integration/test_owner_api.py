@@ -22,7 +22,7 @@ from flexfleet.openadr.tokens import issue_token as issue_vtn_token
 from services.api.accounts import create_account
 from services.api.app import app_from_env, create_app
 from services.api.owners import statement_path
-from services.runtime.config import ConfigError, with_database
+from services.runtime.config import ConfigError
 from services.settlement.service import settle, write_owner_statements
 
 pytestmark = pytest.mark.integration
@@ -43,14 +43,10 @@ class Portal:
 
 
 @pytest.fixture(scope="module")
-def portal(pg_server, _template, tmp_path_factory):
+def portal(module_db_url, tmp_path_factory):
     """One settled month with statements for the module (printing them takes Chromium a few
-    seconds), in a fresh database made like the `db_url` fixture's; the tests only read it,
-    except for accounts of their own."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-    url = with_database(pg_server.url, name)
+    seconds); the tests only read it, except for accounts of their own."""
+    url = module_db_url
     files = tmp_path_factory.mktemp("settlement")
     _seed_month(url)
     with psycopg.connect(url) as conn:
@@ -64,8 +60,6 @@ def portal(pg_server, _template, tmp_path_factory):
             create_account(conn, username, PASSWORD, role)
     with TestClient(create_app(url, secret=SECRET, settlement_dir=files)) as client:
         yield Portal(url, files, owner, other, client)
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _login(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
