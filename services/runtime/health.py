@@ -26,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from flexfleet.domain.errors import DomainError
+from services.runtime.metrics import METRICS_PATH, metrics_text
 
 HEALTH_PATH = "/healthz"
-METRICS_PATH = "/metrics"       # the process's Prometheus metrics (services.runtime.metrics)
 
 
 class Heartbeat:
@@ -93,7 +93,6 @@ class HealthServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == METRICS_PATH:
-                    from services.runtime.metrics import metrics_text
                     self._write(200, *metrics_text())
                 elif path == HEALTH_PATH:
                     self._send(*owner.status())

@@ -82,14 +82,26 @@ class TextFormatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is when a record comes (a redirected or captured stream)."""
+    """Writes to whatever sys.stderr is when a record comes (a redirected or captured stream),
+    or to the process's own stderr when that stream has been closed meanwhile: a server thread
+    may log after whoever redirected stderr (a test runner's capture) has closed its stream."""
 
     def __init__(self) -> None:
         logging.Handler.__init__(self)
+        self._set: TextIO | None = None
 
     @property
     def stream(self) -> TextIO:  # type: ignore[override]
-        return sys.stderr
+        current = self._set if self._set is not None else sys.stderr
+        if current is None or getattr(current, "closed", False):
+            return sys.__stderr__
+        return current
+
+    @stream.setter
+    def stream(self, value: TextIO | None) -> None:
+        """A stream set from outside (logging's setStream, a library redirecting output for a
+        while, as pyomo's solvers do) holds until it is set back to sys.stderr."""
+        self._set = None if value is sys.stderr else value
 
 
 def configure_logging(service: str, *, fmt: str | None = None, level: str | int | None = None,

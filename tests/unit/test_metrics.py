@@ -278,3 +278,25 @@ def test_bids_are_counted_per_product():
                  SimpleNamespace(product_id="t-down", volume_mw=Decimal("2"))])
     after = bids("t-up"), mw("t-up"), bids("t-down"), mw("t-down")
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, pytest.approx(1.5), 1, 2]
+
+
+def test_the_log_handler_follows_stderr_survives_a_closed_capture_and_lets_libraries_redirect_it(monkeypatch):
+    """pyomo's solvers point every stderr handler at a file of their own for a while and set it back;
+    a test runner closes the stream it captured stderr into. Neither may break logging."""
+    level = logging.getLogger().level
+    handler = configure_logging("test", fmt="text", level="INFO")
+    try:
+        captured = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", captured)
+        assert handler.stream is captured                   # whatever stderr is now
+        redirected = io.StringIO()
+        handler.stream = redirected                         # a library redirects it ...
+        logging.getLogger("x").warning("while redirected")
+        assert "while redirected" in redirected.getvalue() and not captured.getvalue()
+        handler.stream = sys.stderr                         # ... and sets it back
+        assert handler.stream is captured
+        captured.close()                                    # the capture ends before a late record
+        assert handler.stream is sys.__stderr__
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
