@@ -33,6 +33,7 @@ COMMANDS = {
     "bidding": ".venv/bin/python benchmarks/bidding.py --runs 3 --write-docs",
     "vtn": ".venv/bin/python benchmarks/vtn.py --write-docs",
     "settlement": "nice -n 19 .venv/bin/python benchmarks/settlement.py --runs 3 --write-docs",
+    "statements": ".venv/bin/python benchmarks/statements.py --write-docs",
 }
 
 
