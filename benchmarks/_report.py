@@ -8,8 +8,25 @@ import statistics
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DOC = Path(__file__).parents[1] / "docs" / "benchmarks.md"
+
+
+def figures(console: "Console", title: str, cells: list[tuple[str, str]]) -> str:
+    """Print (figure, value) rows as a table; return the same rows as a markdown table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("")
+    for k, v in cells:
+        table.add_row(k, v)
+    console.print(table)
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in cells)])
 
 
 def median(xs: list[float]) -> float:

@@ -35,9 +35,8 @@ from decimal import Decimal as D
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from _report import machine, median, update_section
+from _report import figures, machine, median, update_section
 from flexfleet.settlement import (ChargingRefund, Commitment, Contract, ContractTerm, Month, ObligationMtu, Penalty,
                                   RefundScope, SocTrace, VehicleMtu, settle_month)
 from flexfleet.settlement.inputs import VehicleMtus
@@ -315,7 +314,6 @@ def main() -> None:
     fast, base, wear = median(res["fast"]), median(res["base"]), median(res["wear"])
     base_per, build_per = base / args.baseline_owners * 1000, median(res["build"]) / args.baseline_owners * 1000
     runs = lambda k: ", ".join(f"{x:.1f}" for x in res[k])     # noqa: E731
-    table = Table(title=f"settle_month: {MONTH.label}, {MONTH.n_mtus:,} MTUs")
     cells = [("owners (columnar)", f"{args.owners:,}"), ("vehicle MTUs", f"{rows:,}"),
              ("commitments", f"{commitments:,}"), ("owner lines / journal entries", f"{lines:,} / {entries:,}"),
              ("columnar without wear: median s", f"{fast:.1f} (runs: {runs('fast')})"),
@@ -335,16 +333,11 @@ def main() -> None:
              ("wear: BLAST-Lite's loss / the curve's", f"{loss_ratio:.1f}"),
              ("building the traces and references (input, not settling)", f"{median(res['traces']):.1f} s"),
              ("reconciled", str(reconciled)), ("peak RSS", f"{_rss_gb():.1f} GB")]
-    table.add_column("")
-    table.add_column("")
-    for k, v in cells:
-        table.add_row(k, v)
-    console.print(table)
+    md = figures(console, f"settle_month: {MONTH.label}, {MONTH.n_mtus:,} MTUs", cells)
     if args.write_docs:
-        md = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in cells)]
         update_section("settlement", "## Settlement: a fleet's month\n\n" + machine()
                        + f", {args.runs} run(s), median; `nice -n 19 .venv/bin/python benchmarks/settlement.py`\n\n"
-                       + "\n".join(md) + "\n\n" + _reading(fast, wear, len(traces)),
+                       + md + "\n\n" + _reading(fast, wear, len(traces)),
                        f"{args.owners:,} owners' month with wear in {fast + wear:.0f} s")
 
 

@@ -21,9 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
-
-from _report import machine, median, update_section
+from _report import figures, machine, median, update_section
 from flexfleet.domain.model import Language, Owner
 from flexfleet.settlement import settle_month
 from flexfleet.settlement.statement import statement_of
@@ -94,16 +92,10 @@ def main() -> None:
              ("floor: Chromium printing one-line pages, s per page", f"{floor / n:.3f} (runs: {runs['floor']})"),
              ("one process / floor", f"{one / floor:.1f}x"),
              ("a 100,000-owner month on all cores", f"{every / n * 100_000 / 60:,.0f} min")]
-    table = Table(title=f"statements: {n} owners, median of {args.runs} runs")
-    table.add_column("")
-    table.add_column("")
-    for k, v in cells:
-        table.add_row(k, v)
-    console.print(table)
+    md = figures(console, f"statements: {n} owners, median of {args.runs} runs", cells)
     if args.write_docs:
-        md = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in cells)]
         update_section("statements", "## Owner statements (`benchmarks/statements.py`)\n\n" + machine()
-                       + f", median of {args.runs} runs\n\n" + "\n".join(md) + "\n\n"
+                       + f", median of {args.runs} runs\n\n" + md + "\n\n"
                        "Each statement is its own page (five charts drawn by matplotlib as SVG, the template, "
                        "then Chromium's print to PDF); the floor is what printing costs when the page is trivial. "
                        "A month's statements are written after its ledger is posted and are not part of the "
