@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from services.api.dashboard import install_dashboard
 from services.api.owners import owner_router
+from services.bidder.api import create_app as bidding_app
 from services.api.problems import install_error_handlers, with_problem_schemas
 from services.api.security import (TOKEN_REQUEST_BODY, TOKEN_URL, Auth, OAuthError, TokenOut, principal_dependency,
                                    token_endpoint)
@@ -28,6 +29,9 @@ from services.runtime.config import ConfigError, Settings
 from services.runtime.connection import PooledConnections
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import instrument
+
+
+BIDDING_PATH = "/bidding"         # the bidding API (services.bidder.api): /bidding/v1/bids, /bidding/docs
 
 
 def _version() -> str:
@@ -72,6 +76,7 @@ def create_app(database_url: str, secret: str | None = None, settlement_dir: Pat
 
     app.include_router(owner_router(auth, principal_dependency(auth)))
     install_dashboard(app, auth)
+    app.mount(BIDDING_PATH, bidding_app(database_url, auth))     # its own problems and /docs, our tokens
     return instrument(app, "api")
 
 

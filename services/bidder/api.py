@@ -1,6 +1,7 @@
 """The bidder's HTTP API: plan a delivery day's bids, list them, take the market's clearing results
 back and list the obligations that follow (`create_app(database_url)`; OpenAPI docs at /docs).
-No authentication yet: a later issue puts every API under one OAuth2 scheme.
+The platform API serves it at /bidding behind its OAuth2 tokens (bids:read, bids:write);
+`create_app(database_url)` alone is open, for a trusted host only.
 
 Money and MW travel as decimal strings in responses and are accepted as numbers or strings.
 Errors are RFC 9457 problem details (application/problem+json) with a `field` member naming the
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import psycopg
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -27,7 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flexfleet.bidding import BiddingInputError
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.zones import BiddingZone
-from services.api.problems import Problem
+from flexfleet.auth.roles import BIDS_READ, BIDS_WRITE
+from services.api.problems import ApiProblem, Problem
+from services.api.security import Auth, principal_dependency, requiring
 from services.bidder.files import bid_record, plan_record
 from services.bidder.store import (ClearingConflict, ClearingIn, NotFound, Obligation, list_bids, list_obligations,
                                    record_clearing)
@@ -192,7 +195,8 @@ class ObligationsOut(_Model):
 
 
 def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    described = {400: "Bad input: `field` names it.", 404: "No such bid.",
+    described = {400: "Bad input: `field` names it.", 401: "No valid bearer token (POST /v1/auth/token).",
+                 403: "The token's role lacks the scope.", 404: "No such bid.",
                  409: "Contradicts a clearing result already recorded.", 503: "The database is unavailable."}
     schema = _inline(Problem.model_json_schema())
     return {s: {"description": described[s], "content": {PROBLEM_JSON: {"schema": schema}}} for s in statuses}
@@ -299,6 +303,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             response.headers[k] = v
         return response
 
+    @app.exception_handler(ApiProblem)
+    async def api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        response = problem(request, exc.status, exc.reason, exc.field)
+        for k, v in exc.headers.items():
+            response.headers[k] = v
+        return response
+
     @app.exception_handler(psycopg.OperationalError)
     async def database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
@@ -332,11 +343,23 @@ def _openapi(app: FastAPI) -> dict:
     return schema
 
 
-def create_app(database_url: str) -> FastAPI:
-    """The bidder's API on one database; each request uses a connection of its own."""
+def create_app(database_url: str, auth: Auth | None = None) -> FastAPI:
+    """The bidder's API on one database; each request uses a connection of its own.
+
+    With `auth` (the platform API mounts it so, at /bidding) every route takes the platform's
+    bearer token: reading needs bids:read, planning and clearing bids:write (the bidder role).
+    Without it the API is open, for a process on a trusted host only (tests, the embedded demo)."""
     from flexfleet.markets import default_catalogue
     from services.bidder.service import PlanRequest, plan_day, validate
 
+    read: list = []
+    write: list = []
+    secured: tuple[int, ...] = () if auth is None else (401, 403)
+    if auth is not None:
+        principal = principal_dependency(auth)
+        read = [Depends(requiring(BIDS_READ, principal, "reading bids and obligations needs the bids:read scope"))]
+        write = [Depends(requiring(BIDS_WRITE, principal, "planning and clearing need the bids:write scope "
+                                                          "(the bidder role)"))]
     app = FastAPI(title="flexfleet bidding", version=_version(), docs_url="/docs",
                   description=__doc__.split("\n\n", 1)[0])
     _install_error_handlers(app)
@@ -345,8 +368,8 @@ def create_app(database_url: str) -> FastAPI:
     def connect() -> psycopg.Connection:
         return psycopg.connect(database_url)
 
-    @app.post("/v1/bids/plan", status_code=201, response_model=PlanOut, tags=["bids"],
-              summary="Plan a delivery day's bids", responses=_problem_responses(400, 503))
+    @app.post("/v1/bids/plan", status_code=201, response_model=PlanOut, tags=["bids"], dependencies=write,
+              summary="Plan a delivery day's bids", responses=_problem_responses(400, *secured, 503))
     def plan(body: PlanIn, response: Response) -> dict:
         """Plan, store and return the day's bids from the latest forecast issued before `now`:
         each bid with its backing vehicles and their kW, the expected value's parts, and what was
@@ -360,8 +383,8 @@ def create_app(database_url: str) -> FastAPI:
         response.headers["Location"] = f"/v1/bids?plan_id={stored.plan_id}"
         return plan_record(stored)
 
-    @app.get("/v1/bids", response_model=BidsOut, tags=["bids"], summary="List bids",
-             responses=_problem_responses(400, 503))
+    @app.get("/v1/bids", response_model=BidsOut, tags=["bids"], summary="List bids", dependencies=read,
+             responses=_problem_responses(400, *secured, 503))
     def bids(zone: Annotated[str | None, Query(description="Bidding zone, e.g. SE3.")] = None,
              day: Annotated[date | None, Query(description="Local delivery day.")] = None,
              plan_id: Annotated[UUID | None, Query(description="This plan's bids (default: the latest plan "
@@ -379,8 +402,9 @@ def create_app(database_url: str) -> FastAPI:
             found = list_bids(conn, zone, day, None if plan_id is None else str(plan_id), status)
         return {"bids": [bid_record(b) for b in found]}
 
-    @app.post("/v1/clearing", response_model=ObligationsOut, tags=["clearing"],
-              summary="Record the market's clearing results", responses=_problem_responses(400, 404, 409, 503))
+    @app.post("/v1/clearing", response_model=ObligationsOut, tags=["clearing"], dependencies=write,
+              summary="Record the market's clearing results",
+              responses=_problem_responses(400, *secured, 404, 409, 503))
     def clearing(body: Annotated[ClearingBatchIn, Body()]) -> dict:
         """Record the market's answer for each bid, all or nothing, and return the obligations the
         accepted ones became (each car's kW scaled to the accepted share of the offered volume).
@@ -402,8 +426,8 @@ def create_app(database_url: str) -> FastAPI:
         unique = {o.obligation_id: o for o in obligations}   # a bid posted twice in one batch: once
         return {"obligations": [obligation_record(o) for o in unique.values()]}
 
-    @app.get("/v1/obligations", response_model=ObligationsOut, tags=["clearing"],
-             summary="List obligations", responses=_problem_responses(400, 503))
+    @app.get("/v1/obligations", response_model=ObligationsOut, tags=["clearing"], dependencies=read,
+             summary="List obligations", responses=_problem_responses(400, *secured, 503))
     def obligations(start: Annotated[AwareDatetime | None, Query(description="RFC 3339 with offset.")] = None,
                     end: Annotated[AwareDatetime | None, Query(description="RFC 3339 with offset.")] = None) -> dict:
         """Obligations whose MTU overlaps [start, end), in time order: what dispatch must deliver."""
