@@ -25,7 +25,6 @@ import matplotlib
 import pandas as pd
 import psycopg
 import uvicorn
-from kafka import KafkaProducer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -588,20 +587,17 @@ def live_feed(run: DemoRun, horizon: timedelta = timedelta(days=1), topic: str =
     messages = simulate(run.fleet, run.history_start, run.end + horizon, cadence_s=o.cadence_s, seed=o.seed,
                         emit_from=run.end)
 
-    def publish_as_time_passes() -> None:
-        producer = KafkaProducer(bootstrap_servers=p.bootstrap_servers, acks="all", linger_ms=20)
-        try:
-            for m in messages:
-                while m.ts_s > time.time():
-                    producer.flush()
-                    if stop.wait(min(1.0, m.ts_s - time.time())):
-                        return
-                producer.send(topic, key=m.key, value=m.value)
-        finally:
-            producer.close()
+    def as_time_passes() -> Iterator[Message]:
+        """Each message once the clock has passed its time (the producer's linger sends it)."""
+        for m in messages:
+            while m.ts_s > time.time():
+                if stop.wait(min(1.0, m.ts_s - time.time())):
+                    return
+            yield m
 
     worker = IngestWorker(IngestConfig(p.database_url, p.bootstrap_servers, topic=topic, dlq_topic=dlq_topic))
-    threads = [threading.Thread(target=publish_as_time_passes, name="live-publish", daemon=True),
+    threads = [threading.Thread(target=lambda: publish(as_time_passes(), p.bootstrap_servers, topic),
+                                name="live-publish", daemon=True),
                threading.Thread(target=worker.run, args=(stop,), name="live-ingest", daemon=True)]
     for t in threads:
         t.start()

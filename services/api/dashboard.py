@@ -35,6 +35,7 @@ from services.api.owners import owner_statements, statements_out
 from services.api.problems import ApiProblem
 from services.api.security import (Auth, LoginFailed, authenticate, bearer, clear_session_cookie, resolve_principal,
                                    same_origin, set_session_cookie)
+from services.runtime.health import database_answers
 
 OPERATIONS_ROLES = frozenset({Role.OPERATOR, Role.ADMIN})
 HOME = {Role.OPERATOR: "/ops", Role.ADMIN: "/ops", Role.OWNER: "/me"}
@@ -340,15 +341,6 @@ def dashboard_router(auth: Auth) -> APIRouter:
     return router
 
 
-def _database_answers(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
 def install_dashboard(app: FastAPI, auth: Auth) -> None:
     """The pages, /healthz, and the answers for a page without login or for another role."""
     app.include_router(dashboard_router(auth))
@@ -358,7 +350,7 @@ def install_dashboard(app: FastAPI, auth: Auth) -> None:
     async def healthz() -> JSONResponse:
         """200 {"status": "ok"} when the database answers a query within a few seconds, else 503
         {"status": "unavailable"}. Needs no login (a load balancer asks it)."""
-        ok = await run_in_threadpool(_database_answers, auth.connections.url)
+        ok, _ = await run_in_threadpool(database_answers, auth.connections.url, 3)
         return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=200 if ok else 503,
                             headers={"Cache-Control": "no-store"})
 
