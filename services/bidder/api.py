@@ -1,7 +1,8 @@
 """The bidder's HTTP API: plan a delivery day's bids, list them, take the market's clearing results
-back and list the obligations that follow (`create_app(database_url)`; OpenAPI docs at /docs).
-The platform API serves it at /bidding behind its OAuth2 tokens (bids:read, bids:write);
-`create_app(database_url)` alone is open, for a trusted host only.
+back and list the obligations that follow (`create_app(database_url, auth)`; OpenAPI docs at /docs).
+Every route takes the platform's OAuth2 bearer token (services.api.security.Auth): reading needs
+bids:read, planning and clearing bids:write. There is no open mode: an API that places market
+bids is never served without tokens. The platform API serves it at /bidding.
 
 Money and MW travel as decimal strings in responses and are accepted as numbers or strings.
 Errors are RFC 9457 problem details (application/problem+json) with a `field` member naming the
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPES = {  # RFC 9457 problem types: stable identifiers a client can switch on
     400: "urn:flexfleet:problem:invalid-input",
+    401: "urn:flexfleet:problem:unauthenticated",       # the platform API's identifiers (services.api.problems)
+    403: "urn:flexfleet:problem:forbidden",
     404: "urn:flexfleet:problem:not-found",
     409: "urn:flexfleet:problem:clearing-conflict",
     500: "urn:flexfleet:problem:internal-error",
@@ -343,23 +346,24 @@ def _openapi(app: FastAPI) -> dict:
     return schema
 
 
-def create_app(database_url: str, auth: Auth | None = None) -> FastAPI:
+def create_app(database_url: str, auth: Auth) -> FastAPI:
     """The bidder's API on one database; each request uses a connection of its own.
 
-    With `auth` (the platform API mounts it so, at /bidding) every route takes the platform's
-    bearer token: reading needs bids:read, planning and clearing bids:write (the bidder role).
-    Without it the API is open, for a process on a trusted host only (tests, the embedded demo)."""
+    Every route takes the platform's bearer token, checked by `auth` (the platform API mounts the
+    app so, at /bidding): reading needs bids:read, planning and clearing bids:write (the bidder
+    role). `auth` is required, so the app cannot be served open by mistake; the caller owns its
+    connections and closes them."""
     from flexfleet.markets import default_catalogue
     from services.bidder.service import PlanRequest, plan_day, validate
 
-    read: list = []
-    write: list = []
-    secured: tuple[int, ...] = () if auth is None else (401, 403)
-    if auth is not None:
-        principal = principal_dependency(auth)
-        read = [Depends(requiring(BIDS_READ, principal, "reading bids and obligations needs the bids:read scope"))]
-        write = [Depends(requiring(BIDS_WRITE, principal, "planning and clearing need the bids:write scope "
-                                                          "(the bidder role)"))]
+    if not isinstance(auth, Auth):
+        raise TypeError(f"auth: the bidding API needs the platform's token check (services.api.security.Auth), "
+                        f"got {type(auth).__name__}")
+    principal = principal_dependency(auth)
+    read = [Depends(requiring(BIDS_READ, principal, "reading bids and obligations needs the bids:read scope"))]
+    write = [Depends(requiring(BIDS_WRITE, principal, "planning and clearing need the bids:write scope "
+                                                      "(the bidder role)"))]
+    secured = (401, 403)     # every route: no token, or a role without the scope
     app = FastAPI(title="flexfleet bidding", version=_version(), docs_url="/docs",
                   description=__doc__.split("\n\n", 1)[0])
     _install_error_handlers(app)

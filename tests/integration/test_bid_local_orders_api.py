@@ -10,12 +10,11 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
+from bidding_support import bidding_clients
 
 from flexfleet.bidding.models import Bid, BidPlan, ObjectiveParts
 from flexfleet.markets.clearing import FlexOrder, FlexOrderType
 from flexfleet.markets.exchange_rates import parse_exchange_rates
-from services.bidder.api import create_app
 from services.bidder.clearing import clear_simulated
 from services.bidder.store import save_plan
 
@@ -39,19 +38,22 @@ def test_a_local_bid_is_listed_with_its_order_cleared_and_its_obligation_keeps_t
     plan = BidPlan(bids, ObjectiveParts(Decimal("40"), Decimal(0), Decimal(0)), 0.1, "optimal", ())
     with psycopg.connect(db_url, autocommit=True) as conn:
         stored = save_plan(conn, plan, "SE3", DAY, "D-1 first", datetime(2026, 11, 29, tzinfo=UTC), {KEY: 60})
-    client = TestClient(create_app(db_url))
+    with bidding_clients() as bidding:
+        client = bidding(db_url)      # sends a bidder's token (bids:read, bids:write)
 
-    listed = client.get("/v1/bids").json()["bids"]
-    assert [(b["order_id"], b["grid_node"], b["market_key"]) for b in listed] == [("N0-evening", "N0", KEY)] * 2
+        listed = client.get("/v1/bids").json()["bids"]
+        assert [(b["order_id"], b["grid_node"], b["market_key"]) for b in listed] == [("N0-evening", "N0", KEY)] * 2
 
-    cleared = clear_simulated(stored.bids, orders=[ORDER], rates=RATES)
-    assert [(mw, price) for _, mw, price in cleared] == [(Decimal("0.05"), Decimal("455.45")), (Decimal(0), None)]
-    results = [{"bid_id": b.bid_id, "accepted_mw": str(mw), "price_eur_per_mw_h": None if p is None else str(p),
-                "source": "simulated NODES"} for b, mw, p in cleared]
-    response = client.post("/v1/clearing", json={"results": results})
-    assert response.status_code == 200, response.text
-    [obligation] = response.json()["obligations"]
-    assert (obligation["bid_id"], obligation["grid_node"], obligation["direction"]) == (stored.bids[0].bid_id, "N0", "up")
-    assert (obligation["volume_mw"], obligation["price_eur_per_mw_h"]) == ("0.05", "455.45")
-    assert {v["vehicle_id"]: v["kw"] for v in obligation["vehicles"]} == {"v1": 30.0, "v2": 25.0}
-    assert [b["status"] for b in client.get("/v1/bids").json()["bids"]] == ["accepted", "rejected"]
+        cleared = clear_simulated(stored.bids, orders=[ORDER], rates=RATES)
+        assert [(mw, price) for _, mw, price in cleared] == [(Decimal("0.05"), Decimal("455.45")),
+                                                             (Decimal(0), None)]
+        results = [{"bid_id": b.bid_id, "accepted_mw": str(mw), "price_eur_per_mw_h": None if p is None else str(p),
+                    "source": "simulated NODES"} for b, mw, p in cleared]
+        response = client.post("/v1/clearing", json={"results": results})
+        assert response.status_code == 200, response.text
+        [obligation] = response.json()["obligations"]
+        assert (obligation["bid_id"], obligation["grid_node"], obligation["direction"]) == (
+            stored.bids[0].bid_id, "N0", "up")
+        assert (obligation["volume_mw"], obligation["price_eur_per_mw_h"]) == ("0.05", "455.45")
+        assert {v["vehicle_id"]: v["kw"] for v in obligation["vehicles"]} == {"v1": 30.0, "v2": 25.0}
+        assert [b["status"] for b in client.get("/v1/bids").json()["bids"]] == ["accepted", "rejected"]

@@ -5,12 +5,13 @@ obligations; bad requests refused as RFC 9457 problem details naming the field a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
 import pytest
+from bidding_support import bidding_clients
 from fastapi.testclient import TestClient
 
 from flexfleet.bidding.models import Bid, BidPlan, ObjectiveParts
@@ -38,6 +39,7 @@ DAY_START, DAY_END = datetime(2026, 11, 24, 23, 0, tzinfo=UTC), datetime(2026, 1
 HISTORY = timedelta(days=12)
 FAST = {"rounds": 20, "rows_per_issue": 3000, "quantile_rounds": 20, "quantile_rows_per_issue": 3000}
 PROBLEM = "application/problem+json"
+UNREACHABLE = "postgresql://unused@127.0.0.1:1/none"
 
 
 def issue_stored_forecast(url: str, issued_at: datetime) -> str:
@@ -78,6 +80,13 @@ def fleet_db(pg_server, _template, tmp_path_factory) -> Iterator[tuple[str, str]
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def bidding() -> Iterator[Callable[..., TestClient]]:
+    """`bidding(database_url, ...)`: a client of the bidding app sending a bidder's token."""
+    with bidding_clients() as client:
+        yield client
+
+
 def assert_problem(response, status: int, field: str | None, says: str = "") -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM
@@ -88,9 +97,9 @@ def assert_problem(response, status: int, field: str | None, says: str = "") -> 
     return body
 
 
-def test_a_day_is_planned_listed_cleared_and_becomes_obligations(fleet_db):
+def test_a_day_is_planned_listed_cleared_and_becomes_obligations(fleet_db, bidding):
     url, forecast_id = fleet_db
-    client = TestClient(create_app(url))
+    client = bidding(url)
 
     # Plan: bids for the evening and night when cars are plugged in, each backed by named cars.
     response = client.post("/v1/bids/plan", json={"day": DAY.isoformat(), "zone": "SE3", "auction": "D-1",
@@ -182,8 +191,8 @@ def hand_built_plan(url: str) -> list[str]:
     return [b.bid_id for b in stored.bids]
 
 
-def test_bad_plan_requests_are_refused_naming_the_field(db_url):
-    client = TestClient(create_app(db_url))
+def test_bad_plan_requests_are_refused_naming_the_field(db_url, bidding):
+    client = bidding(db_url)
     plan = lambda **body: client.post("/v1/bids/plan", json={"day": "2026-12-01", "now": NOW} | body)  # noqa: E731
     problem = assert_problem(plan(zone="SE9"), 400, "zone", "SE9")
     assert problem["type"] == "urn:flexfleet:problem:invalid-input" and problem["instance"] == "/v1/bids/plan"
@@ -202,8 +211,8 @@ def test_bad_plan_requests_are_refused_naming_the_field(db_url):
         assert conn.execute("SELECT count(*) FROM bid_plans").fetchone()[0] == 0
 
 
-def test_bad_clearing_results_are_refused_and_record_nothing(db_url):
-    client = TestClient(create_app(db_url))
+def test_bad_clearing_results_are_refused_and_record_nothing(db_url, bidding):
+    client = bidding(db_url)
     first, second = hand_built_plan(db_url)
     clear = lambda *results: client.post("/v1/clearing", json={"results": list(results)})  # noqa: E731
     ok = {"bid_id": first, "accepted_mw": "0.1", "price_eur_per_mw_h": "3.5"}
@@ -241,8 +250,31 @@ def test_bad_clearing_results_are_refused_and_record_nothing(db_url):
     assert_problem(client.get("/v1/nothing"), 404, None)
 
 
-def test_the_openapi_document_lists_the_four_routes_with_problem_details():
-    client = TestClient(create_app("postgresql://unused@127.0.0.1:1/none"))
+def test_without_a_token_reading_and_writing_are_refused_and_nothing_is_done(db_url, bidding):
+    first, _ = hand_built_plan(db_url)
+    anonymous, bidder = bidding(db_url, token=False), bidding(db_url)
+    clear = {"results": [{"bid_id": first, "accepted_mw": "0.1", "price_eur_per_mw_h": "3.5"}]}
+    routes = [("GET", "/v1/bids", None), ("GET", "/v1/obligations", None),                        # read
+              ("POST", "/v1/bids/plan", {"day": DAY.isoformat(), "now": NOW}), ("POST", "/v1/clearing", clear)]
+    for method, path, body in routes:
+        response = anonymous.request(method, path, json=body)
+        problem = assert_problem(response, 401, None, "bearer token is required")
+        assert problem["type"] == "urn:flexfleet:problem:unauthenticated" and problem["instance"] == path
+        assert response.headers["www-authenticate"] == 'Bearer realm="flexfleet"', path
+    forged = anonymous.post("/v1/clearing", json=clear, headers={"Authorization": "Bearer not.a.token"})
+    assert_problem(forged, 401, None)
+    assert 'error="invalid_token"' in forged.headers["www-authenticate"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM clearing_results").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM bid_plans").fetchone()[0] == 1
+    # The bidder's token is all that was missing; and no app is built without the token check.
+    assert [b["status"] for b in bidder.get("/v1/bids").json()["bids"]] == ["planned", "planned"]
+    with pytest.raises(TypeError, match="auth"):
+        create_app(db_url, None)  # type: ignore[arg-type]
+
+
+def test_the_openapi_document_lists_the_four_routes_with_problem_details(bidding):
+    client = bidding(UNREACHABLE, token=False)      # the document and /docs need neither
     doc = client.get("/openapi.json").json()
     assert doc["info"]["title"] == "flexfleet bidding" and doc["info"]["version"]
     routes = {(path, method) for path, ops in doc["paths"].items() for method in ops}
@@ -251,6 +283,7 @@ def test_the_openapi_document_lists_the_four_routes_with_problem_details():
     for path, ops in doc["paths"].items():
         for op in ops.values():
             assert "422" not in op["responses"] and PROBLEM in op["responses"]["400"]["content"], path
+            assert {"401", "403"} <= set(op["responses"]) and op["security"] == [{"OAuth2": []}], path
     assert set(doc["paths"]["/v1/clearing"]["post"]["responses"]) >= {"200", "400", "404", "409"}
     # /docs has a request to try: the next delivery day whose auction is still open.
     example = doc["paths"]["/v1/bids/plan"]["post"]["requestBody"]["content"]["application/json"]["examples"]
@@ -262,8 +295,8 @@ def test_the_openapi_document_lists_the_four_routes_with_problem_details():
     assert client.get("/docs").status_code == 200
 
 
-def test_an_unreachable_database_is_a_503_problem():
-    client = TestClient(create_app("postgresql://unused@127.0.0.1:1/none"))
+def test_an_unreachable_database_is_a_503_problem(db_url, bidding):
+    client = bidding(UNREACHABLE, accounts_url=db_url)     # the token checks out; the bids' database is down
     response = client.get("/v1/obligations")
     assert_problem(response, 503, None, "unavailable")
     assert response.headers["retry-after"]
