@@ -166,23 +166,39 @@ def run(
     poll_s: float = typer.Option(60.0, min=1.0, help="Seconds between looks for new sessions."),
     metrics_port: int = typer.Option(None, min=0, max=65535,
                                      help="Serve Prometheus GET /metrics on this port (an internal one)."),
+    health_port: int = typer.Option(None, min=0, max=65535,
+                                    help="Serve GET /healthz and /metrics on this port (0: any free port, logged)."),
+    health_grace_s: float = typer.Option(900.0, min=0.1,
+                                         help="/healthz answers 503 when no pass ended for --poll-s plus this many "
+                                              "seconds; must cover a retrain (about 4 min per 2,000 vehicles)."),
 ) -> None:
     """Run the forecaster service until Ctrl-C (or one pass with --once).
 
     Retrains when due, issues a 48-hour forecast on the schedule and whenever new charging
     sessions were imported, stores every forecast with its issue time and forecaster version, and
     publishes it on Kafka topic forecasts.v1. A database or broker outage is retried, never fatal.
-    Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (e.g. from `flexfleet up`)."""
+    Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (e.g. from `flexfleet up`).
+
+    With --health-port, GET /healthz is 200 while passes end in time and the last one succeeded,
+    503 naming the reason once none ended for --poll-s plus --health-grace-s (a pass hung on the
+    database) or the last one failed and none succeeded since."""
     import logging
     import signal
     from threading import Event
 
     from flexfleet.domain import DomainError
     from flexfleet.domain.zones import BiddingZone
+    from services.forecaster.health import PassHealth
     from services.forecaster.service import ForecasterService, ServiceConfig
+    from services.runtime.health import HealthServer
     from services.runtime.logs import configure_logging
     from services.runtime.metrics import push_metrics, start_metrics_server
 
+    if health_port is not None and once:
+        raise typer.BadParameter("serves a running loop: leave it out with --once", param_hint="--health-port")
+    if health_port is not None and health_port == metrics_port and health_port != 0:
+        raise typer.BadParameter("the health port serves /metrics too: leave out --metrics-port",
+                                 param_hint="--health-port")
     configure_logging("forecaster")
     settings = Settings.from_env()
     if not settings.database_url or not settings.kafka_bootstrap_servers:
@@ -222,7 +238,19 @@ def run(
     if metrics_port is not None:
         server = start_metrics_server(metrics_port)
         logging.getLogger(__name__).info("metrics on http://0.0.0.0:%d/metrics", server.server_port)
-    service.run(stop)
+    health = PassHealth(poll_s, health_grace_s)
+    health_server = None
+    if health_port is not None:
+        health_server = HealthServer(health.heartbeat, port=health_port, details=health.details,
+                                     problem=health.problem).start()
+        logging.getLogger(__name__).info("health and metrics on http://0.0.0.0:%d/healthz and /metrics "
+                                         "(stale after %.0f s)", health_server.port,
+                                         health.heartbeat.stale_after_s)
+    try:
+        service.run(stop, on_pass=health.record)
+    finally:
+        if health_server is not None:
+            health_server.stop()
     typer.echo(f"forecaster stopped after {service.passes} passes ({service.failures} failed)")
 
 

@@ -218,9 +218,12 @@ class ForecasterService:
             return 0, f"{type(e).__name__}: {e}"
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, stop: Event | None = None) -> None:
+    def run(self, stop: Event | None = None,
+            on_pass: Callable[[PassResult | None, Exception | None], None] | None = None) -> None:
         """Pass after pass until `stop` is set: wake for the next scheduled issue and every
-        poll_s for new sessions; after a failure retry with backoff up to max_backoff_s."""
+        poll_s for new sessions; after a failure retry with backoff up to max_backoff_s.
+        `on_pass(result, None)` or `on_pass(None, error)` is called after each pass: a health
+        report, so a loop that comes round but keeps failing is told from one that is stuck."""
         stop = stop or Event()
         delay = 0.5
         try:
@@ -231,15 +234,21 @@ class ForecasterService:
                     self.failures += 1
                     log.warning("database unavailable (%s); retrying in %.1f s", e, delay)
                     self._db.drop()
+                    if on_pass:
+                        on_pass(None, e)
                     stop.wait(delay)
                     delay = min(delay * 2, self.config.max_backoff_s)
                     continue
-                except Exception:
+                except Exception as e:
                     self.failures += 1
                     log.exception("forecast pass failed; retrying in %.1f s", delay)
+                    if on_pass:
+                        on_pass(None, e)
                     stop.wait(delay)
                     delay = min(delay * 2, self.config.max_backoff_s)
                     continue
+                if on_pass:
+                    on_pass(result, None)
                 delay = 0.5
                 wait = self.config.poll_s
                 if result.next_due is not None:

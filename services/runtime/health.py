@@ -4,7 +4,8 @@ A container orchestrator only sees a process; a consumer stuck behind a database
 answers is alive but useless. So the loop beats a `Heartbeat` each time round, and a tiny
 stdlib HTTP server in a daemon thread answers GET /healthz with 200 and JSON while the last beat
 is younger than the staleness bound, 503 once it is older (restart me). The bound is a parameter,
-so a test can make a stuck loop visible in seconds rather than minutes.
+so a test can make a stuck loop visible in seconds rather than minutes. A loop that comes round
+but fails each time (the forecaster's passes) adds a `problem` check: 503 while it names one.
 
 `python -m services.runtime.health probe URL` is the probe for images without curl
 (python:3.12-slim): exit 0 on a 200 answer, 1 otherwise. `python -m services.runtime.health
@@ -59,12 +60,16 @@ class Heartbeat:
 class HealthServer:
     """GET /healthz on host:port (port 0: any free port, see `.port`) from a daemon thread.
 
-    `details` adds the process's own figures (an ingest worker's totals) to the JSON body."""
+    `details` adds the process's own figures (an ingest worker's totals) to the JSON body.
+    `problem` returns why the process is unhealthy although its loop comes round, or None; any
+    unhealthy answer names its reason in the body."""
 
     def __init__(self, heartbeat: Heartbeat, host: str = "0.0.0.0", port: int = 0,
-                 details: Callable[[], dict[str, Any]] | None = None):
+                 details: Callable[[], dict[str, Any]] | None = None,
+                 problem: Callable[[], str | None] | None = None):
         self.heartbeat = heartbeat
         self._details = details
+        self._problem = problem
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
@@ -76,9 +81,21 @@ class HealthServer:
     def status(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) as GET /healthz answers now."""
         age = self.heartbeat.age_s()
-        healthy = age <= self.heartbeat.stale_after_s
-        body: dict[str, Any] = {"status": "ok" if healthy else "stale", "last_progress_s": round(age, 3),
+        stale = age > self.heartbeat.stale_after_s
+        reasons = [f"no progress for {age:.1f} s (stale after {self.heartbeat.stale_after_s:g} s)"] if stale else []
+        if self._problem is not None:
+            try:
+                problem = self._problem()
+            except Exception as exc:  # a check that cannot tell is no proof of health
+                problem = f"health check failed: {exc!r}"
+            if problem:
+                reasons.append(problem)
+        healthy = not reasons
+        body: dict[str, Any] = {"status": "ok" if healthy else "stale" if stale else "failing",
+                                "last_progress_s": round(age, 3),
                                 "stale_after_s": self.heartbeat.stale_after_s, "beats": self.heartbeat.beats}
+        if reasons:
+            body["reason"] = "; ".join(reasons)
         if self._details is not None:
             try:
                 body["details"] = self._details()
@@ -151,6 +168,23 @@ def database_answers(database_url: str, timeout_s: int = 5) -> tuple[bool, str]:
         return True, "database answers"
     except psycopg.Error as exc:
         return False, f"database: {exc}"
+
+
+def add_healthz(app: Any, database_url: str, timeout_s: int = 3) -> None:
+    """GET /healthz on a FastAPI app that needs only its database: 200 {"status": "ok"} when it
+    answers a query within `timeout_s`, else 503 {"status": "unavailable"}. Needs no login (a
+    load balancer asks it); in a worker thread, off the event loop."""
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
+
+    @app.get(HEALTH_PATH, tags=["operations"], summary="Liveness: whether the database answers",
+             responses={503: {"description": "The database does not answer."}})
+    async def healthz() -> JSONResponse:
+        """200 {"status": "ok"} when the database answers a query within a few seconds, else 503
+        {"status": "unavailable"}. Needs no login (a load balancer asks it)."""
+        ok, _ = await run_in_threadpool(database_answers, database_url, timeout_s)
+        return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=200 if ok else 503,
+                            headers={"Cache-Control": "no-store"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
