@@ -49,10 +49,11 @@ from _report import machine, median, update_section
 from flexfleet.bidding.models import Bid, BidPlan, ObjectiveParts
 from flexfleet.dispatch.signals import Placement, ProductSignal, assign, site_signals
 from flexfleet.markets import default_catalogue
-from flexfleet.openadr.tokens import Principal, granted_scopes, hash_secret, issue_token
+from flexfleet.auth import Principal, Role, hash_secret, issue_access_token
 from services.bidder.store import ClearingIn, record_clearing, save_plan
 from services.dispatcher.bl import Dispatcher, bl_client
 from services.dispatcher.vtn import BASE_PATH, register_client
+from services.api.accounts import register_ven_clients
 from services.dispatcher.vtn import store as vtn_store
 from services.runtime.embedded import EmbeddedPostgres
 from services.runtime.migrate import migrate
@@ -115,7 +116,7 @@ def start_vtn(url: str, workers: int) -> tuple[subprocess.Popen, str]:
     """The VTN as deployed: `flexfleet dispatch vtn`."""
     flexfleet = str(Path(sys.executable).with_name("flexfleet"))
     return start([flexfleet, "dispatch", "vtn", "--workers", str(workers), "--port"],
-                 {"DATABASE_URL": url, "FLEXFLEET_VTN_SECRET": SECRET})
+                 {"DATABASE_URL": url, "FLEXFLEET_API_SECRET": SECRET})
 
 
 def obligation(conn: psycopg.Connection, mtu: datetime, bundle: dict[str, float]):
@@ -146,10 +147,8 @@ def build_world(url: str, vens: int, background: int, base: str) -> World:
     secret_hash = hash_secret("ven-secret")          # one hash: 10,000 PBKDF2 runs would be the set-up
     with psycopg.connect(url, autocommit=True) as conn:
         write_fleet(conn, fleet)
-        register_client(conn, *BL_CLIENT, "BL")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO oadr_clients (client_id, secret_hash, role, ven_name) VALUES (%s, %s, 'VEN', %s)",
-                            [(f"{s}-client", secret_hash, s) for s in sites])
+        register_client(conn, *BL_CLIENT)
+        register_ven_clients(conn, [(f"{s}-client", s) for s in sites], secret_hash, actor="benchmark")
         os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
         program_id = Dispatcher(conn, bl_client(base, *BL_CLIENT)).ensure_programs([PRODUCT])[PRODUCT]
         signal = ProductSignal.from_product(default_catalogue().by_id(PRODUCT))
@@ -166,7 +165,7 @@ def build_world(url: str, vens: int, background: int, base: str) -> World:
                                  (o.obligation_id, program_id))
                 bar.advance(task)
     now, ttl = datetime.now(UTC), timedelta(hours=2)
-    tokens = {s: issue_token(Principal(f"{s}-client", "VEN", granted_scopes("VEN", None), s), SECRET, now, ttl)
+    tokens = {s: issue_access_token(Principal(f"{s}-client", Role.VEN, ven_name=s), SECRET, now, ttl).token
               for s in sites}
     return World(url, sites, tokens, placements)
 

@@ -1,5 +1,5 @@
 """One-shot before the services start: apply the database migrations and register the dispatcher's
-OpenADR business-logic client, so a fresh deployment needs no manual step.
+OpenADR business-logic client (an operator account), so a fresh deployment needs no manual step.
 
 Run as `python infra/bootstrap.py` from the image's /app (compose's `migrate` service, the k8s
 `migrate` Job). Idempotent: migrations already applied are skipped (the advisory lock in
@@ -15,7 +15,7 @@ import sys
 
 import psycopg
 
-from services.dispatcher.vtn.auth import register_client
+from services.api.accounts import register_client
 from services.runtime.config import Settings
 from services.runtime.migrate import migrate, timescale_available
 
@@ -31,7 +31,7 @@ def main() -> int:
             else "native partitions (no TimescaleDB extension on this server)"
         client_id, secret = os.environ.get("FLEXFLEET_BL_CLIENT_ID"), os.environ.get("FLEXFLEET_BL_CLIENT_SECRET")
         if client_id and secret:
-            register_client(conn, client_id, secret, "BL")
+            register_client(conn, client_id, secret, actor="bootstrap")
     print(f"migrations applied now: {', '.join(applied) or 'none (up to date)'}; schema path: {path}")
     if client_id and secret:
         print(f"OpenADR business-logic client {client_id!r} registered")

@@ -19,6 +19,8 @@ def accounts_add(
     username: str = typer.Argument(..., help="Login name (case-insensitive; an e-mail address fits)."),
     role: str = typer.Option(..., help=f"One of {', '.join(r.value for r in Role)}."),
     owner_id: str = typer.Option(None, "--owner-id", help="The owner an owner account is bound to (owners only)."),
+    ven_name: str = typer.Option(None, "--ven-name", help="The OpenADR venName a ven account is bound to (vens only; "
+                                                          "its password is the VEN's client_secret)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
     database_url: str = typer.Option(None, "--database-url", help="PostgreSQL URL (default: DATABASE_URL)."),
 ) -> None:
@@ -32,11 +34,12 @@ def accounts_add(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with psycopg.connect(url) as conn:
         try:
-            account = create_account(conn, username, password, role, owner_id, actor=f"cli:{_os_user()}")
+            account = create_account(conn, username, password, role, owner_id, actor=f"cli:{_os_user()}",
+                                     ven_name=ven_name)
         except DomainError as exc:
             typer.echo(f"error {exc.field}: {exc.reason}", err=True)
             raise typer.Exit(2) from None
-    bound = f" for owner {account.owner_id}" if account.owner_id else ""
+    bound = f" for owner {account.owner_id}" if account.owner_id else f" for VEN {account.ven_name}" if account.ven_name else ""
     typer.echo(f"account {account.username} ({account.role.value}{bound}) created")
 
 

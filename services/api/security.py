@@ -1,5 +1,9 @@
-"""One authentication scheme for the whole API: OAuth2 bearer tokens (RFC 6750) from the
-password grant (RFC 6749 4.3) at POST /v1/auth/token, each naming an account and its role.
+"""One authentication scheme for the whole API, the OpenADR VTN included: OAuth2 bearer tokens
+(RFC 6750) from POST /v1/auth/token, each naming an account and its role. People log in with
+the password grant (RFC 6749 4.3); machine clients (VENs, the dispatcher's business logic) with
+the client-credentials grant (4.4), their username and secret as client_id and client_secret,
+in the form or by HTTP Basic (2.3.1). The VTN's own token URLs grant the same tokens
+(services.dispatcher.vtn.auth).
 
 A request's token is checked (signature, issuer, expiry) and then its account is looked up:
 a disabled account, or one whose role or owner changed since the token was issued, is refused
@@ -11,8 +15,10 @@ when both come. A cookie-authenticated request with an unsafe method must come f
 origin (`same_origin`), on top of SameSite=Strict, so no other site can make a browser write.
 """
 
+import base64
+import binascii
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -52,7 +58,8 @@ class TokenOut(BaseModel):
 class OAuthError(BaseModel):
     """RFC 6749 5.2 error, with the RFC 9457 problem members as well."""
 
-    error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type"]
+    error: Literal["invalid_request", "invalid_client", "invalid_grant", "invalid_scope", "unauthorized_client",
+                   "unsupported_grant_type"]
     error_description: str
     type: str
     title: str
@@ -62,18 +69,22 @@ class OAuthError(BaseModel):
     instance: str | None = None
 
 
-class PasswordGrantIn(BaseModel):
-    """The token request's form (application/x-www-form-urlencoded). `scope` may be sent and is
-    ignored: a token carries its role's scopes, named in the answer (RFC 6749 3.3)."""
+class TokenRequestIn(BaseModel):
+    """The token request's form (application/x-www-form-urlencoded): the password grant's
+    username and password, or the client-credentials grant's client_id and client_secret (which
+    may come by HTTP Basic instead). `scope` asks for fewer scopes than the role's (RFC 6749 3.3);
+    the answer names those granted."""
 
-    grant_type: Literal["password"]
-    username: str
-    password: str
+    grant_type: Literal["password", "client_credentials"]
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
     scope: str | None = None
 
 
 TOKEN_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
-    "schema": PasswordGrantIn.model_json_schema()}}}}
+    "schema": TokenRequestIn.model_json_schema()}}}}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -83,52 +94,67 @@ class Auth:
     connections: PooledConnections
 
 
-class _OAuthFailure(Exception):
+class OAuthFailure(Exception):
+    """A token request refused: its RFC 6749 5.2 error code, the reason and the field at fault."""
+
     def __init__(self, status: int, error: str, reason: str, field: str | None = None) -> None:
         super().__init__(reason)
         self.status, self.error, self.reason, self.field = status, error, reason, field
 
 
-def _oauth_error(request: Request, exc: _OAuthFailure) -> JSONResponse:
+def _oauth_error(request: Request, exc: OAuthFailure, basic: bool) -> JSONResponse:
     title = {400: "Invalid token request", 401: "Login failed"}[exc.status]
     body = {"error": exc.error, "error_description": f"{exc.field}: {exc.reason}" if exc.field else exc.reason,
             **problem_body(request, exc.status, exc.reason, exc.field, title=title)}
     headers = dict(NO_STORE)
     if exc.status == 401:
-        headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
+        headers["WWW-Authenticate"] = f'Basic realm="{REALM}"' if basic else f'Bearer realm="{REALM}"'
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _grant_form(body: bytes, content_type: str) -> PasswordGrantIn:
-    """The password grant's fields; _OAuthFailure naming the field that is missing or repeated."""
+def token_form(body: bytes, content_type: str) -> dict[str, str]:
+    """A token request's form fields; OAuthFailure naming the field that is repeated, or the body
+    when it is not a UTF-8 urlencoded form."""
     if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        raise _OAuthFailure(400, "invalid_request", "must be application/x-www-form-urlencoded", "body")
+        raise OAuthFailure(400, "invalid_request", "must be application/x-www-form-urlencoded", "body")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise _OAuthFailure(400, "invalid_request", "not a UTF-8 urlencoded form", "body") from None
+        raise OAuthFailure(400, "invalid_request", "not a UTF-8 urlencoded form", "body") from None
     fields: dict[str, str] = {}
     for key, value in pairs:
         if key in fields:     # RFC 6749 3.1: a parameter must not be sent twice
-            raise _OAuthFailure(400, "invalid_request", "sent more than once", key)
+            raise OAuthFailure(400, "invalid_request", "sent more than once", key)
         fields[key] = value
-    for name in ("grant_type", "username", "password"):
-        if not fields.get(name):
-            raise _OAuthFailure(400, "invalid_request", "is required", name)
-    if fields["grant_type"] != "password":
-        raise _OAuthFailure(400, "unsupported_grant_type", "only the password grant is served here", "grant_type")
-    return PasswordGrantIn(grant_type="password", username=fields["username"], password=fields["password"],
-                           scope=fields.get("scope"))
+    return fields
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """HTTP Basic client credentials, taken as sent: RFC 6749 2.3.1 would have them form-encoded
+    first, but requests (under openadr3-client) does not encode them."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (client_id, secret) if sep else None
 
 
 class LoginFailed(Exception):
     """Unknown username, disabled account or wrong password: deliberately one failure."""
 
 
-def authenticate(auth: Auth, name: str, password: str) -> AccessToken:
+def authenticate(auth: Auth, name: str, password: str, scope: str | None = None,
+                 within: frozenset[str] | None = None) -> AccessToken:
     """The account's token, or LoginFailed whether the user is unknown, disabled or the password
-    wrong (one answer, one PBKDF2 time, so neither reveals which accounts exist). The one place
-    a password is checked: the token endpoint and the browser login both call it."""
+    wrong (one answer, one PBKDF2 time, so neither reveals which accounts exist). The one place a
+    password or client secret is checked: both token endpoints and the browser login call it.
+
+    `scope` asks for fewer scopes; `within` limits them to those an endpoint serves (the VTN's
+    token URLs: OpenADR's). DomainError naming `scope` for one the role lacks or the endpoint
+    does not serve, or `client_id` for an account holding none of `within`."""
     account = None
     try:
         name = username(name)
@@ -140,24 +166,58 @@ def authenticate(auth: Auth, name: str, password: str) -> AccessToken:
     stored = account.password_hash if account is not None else decoy_hash()
     if not verify_secret(password, stored) or account is None or account.disabled:
         raise LoginFailed("unknown username or wrong password")
-    return issue_access_token(account.principal, auth.settings.secret, datetime.now(UTC), auth.settings.token_ttl)
+    principal = account.principal.narrowed(scope)
+    if within is not None:
+        if scope and not principal.scopes <= within:
+            raise DomainError("scope", f"not served here: {' '.join(sorted(principal.scopes - within))}")
+        if not principal.scopes & within:
+            raise DomainError("client_id", f"a {principal.role.value} account is not a client of this endpoint")
+        principal = replace(principal, scopes=principal.scopes & within)
+    return issue_access_token(principal, auth.settings.secret, datetime.now(UTC), auth.settings.token_ttl)
 
 
-def _authenticate(form: PasswordGrantIn, auth: Auth) -> AccessToken:
+def grant(auth: Auth, fields: dict[str, str], basic: tuple[str, str] | None,
+          grant_types: tuple[str, ...] = ("password", "client_credentials"),
+          within: frozenset[str] | None = None) -> AccessToken:
+    """The token a request's form (and Basic credentials) earns; OAuthFailure with the RFC 6749
+    error otherwise. Runs in a worker thread: the secret's hash is deliberately slow."""
+    kind = fields.get("grant_type")
+    if not kind:
+        raise OAuthFailure(400, "invalid_request", "is required", "grant_type")
+    if kind not in grant_types:
+        raise OAuthFailure(400, "unsupported_grant_type", f"only {' and '.join(grant_types)} are served here",
+                           "grant_type")
+    if kind == "password":
+        name, secret, fields_named = fields.get("username"), fields.get("password"), ("username", "password")
+    else:
+        name, secret = basic or (fields.get("client_id"), fields.get("client_secret"))
+        fields_named = ("client_id", "client_secret")
+    for field, value in zip(fields_named, (name, secret)):
+        if not value:
+            raise OAuthFailure(400, "invalid_request", "is required", field)
     try:
-        return authenticate(auth, form.username, form.password)
+        return authenticate(auth, name, secret, fields.get("scope"), within)
     except LoginFailed as exc:
-        raise _OAuthFailure(401, "invalid_grant", str(exc)) from None
+        if kind == "password":
+            raise OAuthFailure(401, "invalid_grant", str(exc)) from None
+        # RFC 6749 5.2: invalid_client, and 401 when the client authenticated with Basic
+        raise OAuthFailure(401 if basic else 400, "invalid_client", "unknown client or wrong secret") from None
+    except DomainError as exc:
+        error = "unauthorized_client" if exc.field == "client_id" else "invalid_scope"
+        raise OAuthFailure(400, error, exc.reason, exc.field) from None
 
 
 async def token_endpoint(request: Request, auth: Auth) -> JSONResponse:
-    """POST /v1/auth/token. The account lookup and the password's hash (deliberately slow) run
-    in a worker thread, off the event loop."""
+    """POST /v1/auth/token. The account lookup and the secret's hash run in a worker thread, off
+    the event loop."""
+    basic = basic_credentials(request)
     try:
-        form = _grant_form(await request.body(), request.headers.get("content-type", ""))
-        token = await run_in_threadpool(_authenticate, form, auth)
-    except _OAuthFailure as exc:
-        return _oauth_error(request, exc)
+        fields = token_form(await request.body(), request.headers.get("content-type", ""))
+        request.state.actor = fields.get("username") or (basic[0] if basic else fields.get("client_id"))
+        token = await run_in_threadpool(grant, auth, fields, basic)
+    except OAuthFailure as exc:
+        return _oauth_error(request, exc, basic is not None)
+    request.state.principal = token.principal
     out = TokenOut(access_token=token.token, expires_in=int(auth.settings.token_ttl.total_seconds()),
                    scope=" ".join(sorted(token.principal.scopes)))
     return JSONResponse(out.model_dump(), headers=NO_STORE)
@@ -195,8 +255,9 @@ def resolve_principal(auth: Auth, request: Request, token: str | None) -> Princi
         raise _unauthenticated(str(exc), "invalid_token") from None
     with auth.connections.connection() as conn:
         account = load_account(conn, claimed.username)
-    if account is None or account.disabled or account.principal != claimed:
+    if account is None or account.disabled or account.principal.account != claimed.account:
         raise _unauthenticated("the token's account is disabled or has changed", "invalid_token")
+    request.state.principal = claimed
     return claimed
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from flexfleet.domain.errors import DomainError
 from flexfleet.domain.time import delivery_day_bounds, parse_rfc3339
 from services.dispatcher.bl import Dispatcher, DispatchReport, bl_client
-from services.dispatcher.vtn.app import SECRET_ENV
+from services.api.settings import SECRET_ENV
 from services.runtime.config import Settings
 from services.runtime.metrics import push_metrics
 

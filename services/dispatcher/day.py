@@ -70,7 +70,7 @@ from flexfleet.forecast.portfolio import Calibration
 from flexfleet.markets import default_catalogue
 from flexfleet.markets.catalogue import Catalogue, FrequencyActivation
 from flexfleet.markets.clearing import FrequencyEvent, FrequencyModel, FrequencyTrace, generate_frequency
-from flexfleet.openadr.tokens import hash_secret
+from flexfleet.auth import hash_secret
 from flexfleet.telemetry import Reading, parse_reading
 from services.bidder.clearing import clear_simulated
 from services.bidder.problem import day_gate_closure
@@ -80,8 +80,8 @@ from services.dispatcher.bl import Dispatcher, DispatchReport, bl_client
 from services.dispatcher.deliveries import VerifyResult, verify_deliveries, write_frequency
 from services.dispatcher.reports import CollectResult, collect_reports
 from services.dispatcher.vtn import BASE_PATH, register_client
-from services.dispatcher.vtn import store as vtn_store
-from services.dispatcher.vtn.app import SECRET_ENV
+from services.api.accounts import register_ven_clients
+from services.api.settings import SECRET_ENV
 from services.forecaster.cli import fleet_specs, with_flexible_kw
 from services.ingest.worker import load_fleet_limits, write_readings
 from services.runtime.embedded import _wait_port, free_port
@@ -254,7 +254,7 @@ def serve_vtn(database_url: str, *, host: str = "127.0.0.1", workers: int = 1) -
     bl_secret = secrets.token_urlsafe(24)
     client_id = f"dispatch-day-{secrets.token_hex(4)}"
     with psycopg.connect(database_url, autocommit=True) as conn:
-        register_client(conn, client_id, bl_secret, "BL")
+        register_client(conn, client_id, bl_secret)
     env = {**os.environ, "DATABASE_URL": database_url, SECRET_ENV: secrets.token_urlsafe(32)}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.dispatcher.vtn.app:app_from_env", "--factory",
                              "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log",
@@ -632,9 +632,7 @@ def _agents(conn: psycopg.Connection, vtn: Vtn, sites: Sequence[SimSite]) -> lis
     its agent."""
     secret = secrets.token_urlsafe(24)
     hashed = hash_secret(secret)
-    with conn.transaction():
-        for s in sites:
-            vtn_store.save_client(conn, f"{s.site_id}-ven", hashed, "VEN", s.site_id)
+    register_ven_clients(conn, [(f"{s.site_id}-ven", s.site_id) for s in sites], hashed, actor="dispatch day")
     return [SiteAgent(s.site_id, s.resources, VenLink(vtn.url, f"{s.site_id}-ven", secret), broken=s.broken)
             for s in sites]
 

@@ -120,7 +120,7 @@ def register(
     creds = {s.site_id: {"client_id": f"{s.site_id}-ven", "client_secret": secrets.token_urlsafe(24)} for s in sites}
     with psycopg.connect(url, autocommit=True) as conn:
         for site_id, c in creds.items():
-            register_client(conn, c["client_id"], c["client_secret"], "VEN", site_id)
+            register_client(conn, c["client_id"], c["client_secret"], site_id)
     out.write_text(json.dumps(creds, indent=1))
     os.chmod(out, 0o600)
     console.print(f"{len(creds)} VEN clients registered; credentials in {out}")

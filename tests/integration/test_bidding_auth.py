@@ -25,7 +25,7 @@ def client(module_db_url):
         conn.execute("INSERT INTO owners VALUES ('o1', 'Owner', 'sv', 'SEK')")
         create_account(conn, "alice", PASSWORD, "owner", "o1")
         for name, role in ROLES.items():
-            create_account(conn, name, PASSWORD, role)
+            create_account(conn, name, PASSWORD, role, ven_name="site-1" if role == "ven" else None)
     with TestClient(create_app(module_db_url, secret=SECRET)) as c:
         yield c
 

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 FCR_UP, MFRR = "FCR-D-up/SE_DK2", "mFRR-energy/SE"
 T = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
-SITE_VENS = {"home1": ("home1-client", "home1-secret"), "hub1": ("hub1-client", "hub1-secret")}
+SITE_VENS = {"home1": ("home1-client", "home1-secret"), "hub1": ("hub1-client", "hub1-secret-1")}
 V2G = VehicleSpec("Renault", "5 E-Tech", 52.0, "NMC", 11.0, True, 11.0, CurrentType.AC)
 
 
@@ -78,7 +78,7 @@ def world(db_url: str, monkeypatch) -> Iterator[tuple[str, psycopg.Connection, l
     register_all(db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         for ven, (client_id, secret) in SITE_VENS.items():
-            register_client(conn, client_id, secret, "VEN", ven)
+            register_client(conn, client_id, secret, ven)
         register_fleet(conn)
         obligations = clear(conn)
         app = create_app(db_url, secret=SECRET, delivery=Delivery(attempts=1, backoff_s=0.01))

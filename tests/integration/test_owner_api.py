@@ -16,9 +16,6 @@ from test_settlement_service import MONTH, ZONE, _seed_month
 
 from flexfleet.auth import Principal, Role, issue_access_token
 from flexfleet.domain.errors import DomainError
-from flexfleet.openadr.tokens import ROLE_SCOPES as VTN_SCOPES
-from flexfleet.openadr.tokens import Principal as VtnPrincipal
-from flexfleet.openadr.tokens import issue_token as issue_vtn_token
 from services.api.accounts import create_account
 from services.api.app import app_from_env, create_app
 from services.api.owners import statement_path
@@ -57,7 +54,7 @@ def portal(module_db_url, tmp_path_factory):
         create_account(conn, "alice", PASSWORD, "owner", owner)
         create_account(conn, "Bob@Example.org", PASSWORD, "owner", other)
         for username, role in NON_OWNERS.items():
-            create_account(conn, username, PASSWORD, role)
+            create_account(conn, username, PASSWORD, role, ven_name="site-7" if role == "ven" else None)
     with TestClient(create_app(url, secret=SECRET, settlement_dir=files)) as client:
         yield Portal(url, files, owner, other, client)
 
@@ -181,10 +178,10 @@ def test_no_token_an_expired_or_forged_one_or_a_disabled_account_is_401(portal):
     expired = issue_access_token(alice, SECRET, now - timedelta(hours=2), timedelta(hours=1)).token
     forged = issue_access_token(alice, "another-secret-that-is-32-bytes-long!!", now, timedelta(hours=1)).token
     claims_bob = issue_access_token(Principal("alice", Role.OWNER, portal.other), SECRET, now, timedelta(hours=1)).token
-    vtn = issue_vtn_token(VtnPrincipal("alice", "BL", VTN_SCOPES["BL"]), SECRET, now, timedelta(hours=1))
+    other_role = issue_access_token(Principal("alice", Role.OPERATOR), SECRET, now, timedelta(hours=1)).token
     cases = {"no token": {}, "not bearer": {"Authorization": "Basic YWxpY2U6eA=="},
              "garbage": {"Authorization": "Bearer not.a.token"}, "expired": {"Authorization": f"Bearer {expired}"},
-             "forged": {"Authorization": f"Bearer {forged}"}, "vtn's": {"Authorization": f"Bearer {vtn}"},
+             "forged": {"Authorization": f"Bearer {forged}"}, "alice as an operator": {"Authorization": f"Bearer {other_role}"},
              "another owner's id": {"Authorization": f"Bearer {claims_bob}"}}
     for case, headers in cases.items():
         for path in (BASE, f"{BASE}/{MONTH}/v1.pdf"):
@@ -231,8 +228,11 @@ def test_a_bad_token_request_is_400_naming_the_field(portal):
         ({"grant_type": "password", "username": "alice"}, "password", "invalid_request"),
         ({"grant_type": "password", "password": PASSWORD}, "username", "invalid_request"),
         ({"username": "alice", "password": PASSWORD}, "grant_type", "invalid_request"),
-        ({"grant_type": "client_credentials", "username": "alice", "password": PASSWORD}, "grant_type",
-         "unsupported_grant_type"),
+        ({"grant_type": "client_credentials", "username": "alice", "password": PASSWORD}, "client_id",
+         "invalid_request"),
+        ({"grant_type": "authorization_code", "code": "x"}, "grant_type", "unsupported_grant_type"),
+        ({"grant_type": "password", "username": "alice", "password": PASSWORD, "scope": "operations:read"}, "scope",
+         "invalid_scope"),
     ]
     for form, field, error in cases:
         body = post("/v1/auth/token", data=form).json()
@@ -272,6 +272,7 @@ def test_accounts_are_checked_by_field_and_their_creation_is_audited(portal):
                             (("dora", PASSWORD, "owner", None), "owner_id"),
                             (("dora", PASSWORD, "operator", owner), "owner_id"),
                             (("dora", PASSWORD, "owner", "no-such-owner"), "owner_id"),
+                            (("dora", PASSWORD, "ven", None), "ven_name"),
                             (("ALICE", PASSWORD, "operator", None), "username")):
             with pytest.raises(DomainError) as err:
                 create_account(conn, *args)

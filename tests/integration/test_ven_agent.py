@@ -69,7 +69,7 @@ def world(db_url: str, monkeypatch) -> Iterator[tuple[str, psycopg.Connection, l
     register_all(db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         for ven, (client_id, secret) in CREDS.items():
-            register_client(conn, client_id, secret, "VEN", ven)
+            register_client(conn, client_id, secret, ven)
         write_registry(conn, [Owner("o1", "Owner 1"), Owner("o2", "Owner 2")], list(SITES.values()),
                        list(CHARGERS.values()), list(VEHICLES.values()))
         found = obligations(conn)

@@ -33,6 +33,7 @@ from openadr3_client.ven.http_factory import VirtualEndNodeHttpClientFactory
 from openadr3_client.version import OADRVersion
 from vtn_support import BL, SECRET, VENS, Webhook, bearer, register_all, serve, token
 
+from flexfleet.auth import hash_secret
 from flexfleet.openadr import models301, models310
 from services.dispatcher.vtn import BASE_PATH, BASE_PATH_310, create_app
 from services.dispatcher.vtn.notifier import Delivery
@@ -212,7 +213,8 @@ def test_when_an_event_has_transpired() -> None:
 
 
 def test_migration_0009_fills_in_what_earlier_rows_lack(pg_server, tmp_path) -> None:
-    """Rows written before 0009 get their untyped targets and their writer's client."""
+    """Rows written before 0009 get their untyped targets and their writer's client; the clients
+    of then become accounts in 0014 and log in as before."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -222,7 +224,10 @@ def test_migration_0009_fills_in_what_earlier_rows_lack(pg_server, tmp_path) -> 
             if path.name < "0009":
                 shutil.copy(path, tmp_path / path.name)
         migrate(url, tmp_path)
-        register_all(url)
+        with psycopg.connect(url, autocommit=True) as conn:     # the clients as 0006 kept them
+            conn.execute("INSERT INTO oadr_clients (client_id, secret_hash, role, ven_name) VALUES (%s, %s, 'BL', NULL), "
+                         "(%s, %s, 'VEN', 'ven-a')", (BL[0], hash_secret(BL[1]), VENS["ven-a"][0].upper(),
+                                                      hash_secret(VENS["ven-a"][1])))
         program = {"id": "p1", "objectType": "PROGRAM", "programName": "old", "createdDateTime": "2026-01-01T00:00:00Z",
                    "modificationDateTime": "2026-01-01T00:00:00Z",
                    "targets": [{"type": "GROUP", "values": ["g1", 5, {"x": 1.0, "y": 2.0}]}]}
@@ -235,8 +240,13 @@ def test_migration_0009_fills_in_what_earlier_rows_lack(pg_server, tmp_path) -> 
         with psycopg.connect(url, autocommit=True) as conn:
             assert conn.execute("SELECT version, target_values FROM oadr_programs").fetchone() == ("3.0.1", ["5", "g1"])
             assert conn.execute("SELECT owner_client FROM oadr_subscriptions").fetchone() == ("bl-client",)
+            assert conn.execute("SELECT username, role, ven_name FROM accounts ORDER BY username").fetchall() == [
+                ("bl-client", "operator", None), ("ven-a-client", "ven", "ven-a")]
+            assert conn.execute("SELECT to_regclass('oadr_clients')").fetchone() == (None,)
         with TestClient(create_app(url, secret=SECRET)) as client:
             got = client.get(f"{B}/programs", headers=bearer(token(client, *BL, base_path=B)), params={"targets": "5"})
+            ven = token(client, *VENS["ven-a"], base_path=B)
+            assert client.get(f"{B}/programs", headers=bearer(ven)).status_code == 200
         assert [(p["id"], p["targets"]) for p in got.json()] == [("p1", ["g1", "5"])]
     finally:
         with psycopg.connect(pg_server.url, autocommit=True) as conn:

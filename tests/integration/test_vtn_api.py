@@ -382,19 +382,23 @@ def test_subscription_failures(vtn: Vtn) -> None:
 
 
 def test_own_openapi_document_and_secret_from_the_environment(db_url: str, monkeypatch) -> None:
-    monkeypatch.delenv("FLEXFLEET_VTN_SECRET", raising=False)
-    with pytest.raises(ValueError, match="FLEXFLEET_VTN_SECRET"):
+    monkeypatch.delenv("FLEXFLEET_API_SECRET", raising=False)
+    with pytest.raises(ValueError, match="FLEXFLEET_API_SECRET"):
         create_app(db_url)
-    monkeypatch.setenv("FLEXFLEET_VTN_SECRET", "short")
+    monkeypatch.setenv("FLEXFLEET_API_SECRET", "short")
     with pytest.raises(ValueError, match="32 bytes"):
         create_app(db_url)
-    monkeypatch.setenv("FLEXFLEET_VTN_SECRET", SECRET)
+    monkeypatch.setenv("FLEXFLEET_API_SECRET", SECRET)
     register_all(db_url)
     with TestClient(create_app(db_url)) as client:
         assert client.get(f"{B}/programs", headers=bearer(token(client, *BL))).status_code == 200
+        assert client.get("/healthz").json() == {"status": "ok"}
         document = client.get(f"{B}/openapi.json").json()
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert len(operations) == 31 and all("422" not in op["responses"] for op in operations)
+    assert document["servers"] == [{"url": B}] and "/programs" in document["paths"]
+    with TestClient(create_app("postgresql://nobody@127.0.0.1:1/none")) as down:
+        assert down.get("/healthz").status_code == 503
 
 
 def test_a_database_restart_costs_a_503_at_most_never_a_wrong_answer(db_url_on_own_server, monkeypatch) -> None:

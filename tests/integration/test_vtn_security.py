@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from vtn_support import BL, SECRET, VENS, bearer, register_all, token
 
-from flexfleet.openadr.tokens import ROLE_SCOPES, Principal, issue_token
+from flexfleet.auth import ROLE_SCOPES, Principal, Role, issue_access_token
 from services.dispatcher.vtn import BASE_PATH, create_app, register_client
 
 pytestmark = pytest.mark.integration
@@ -103,11 +103,11 @@ def forged(claims_token: str, **changes: object) -> str:
 
 def test_expired_forged_and_malformed_tokens_are_401(vtn: Vtn) -> None:
     now = datetime.now(UTC)
-    bl = Principal(BL[0], "BL", ROLE_SCOPES["BL"])
-    expired = issue_token(bl, SECRET, now - timedelta(hours=2), timedelta(hours=1))
-    other_key = issue_token(bl, "another-secret-that-is-32-bytes-long!!", now, timedelta(hours=1))
+    bl = Principal(BL[0], Role.OPERATOR)
+    expired = issue_access_token(bl, SECRET, now - timedelta(hours=2), timedelta(hours=1)).token
+    other_key = issue_access_token(bl, "another-secret-that-is-32-bytes-long!!", now, timedelta(hours=1)).token
     ven_a_token = vtn.ven_a["Authorization"].removeprefix("Bearer ")
-    escalated = forged(ven_a_token, role="BL", scope=" ".join(sorted(ROLE_SCOPES["BL"])))
+    escalated = forged(ven_a_token, role="operator", scope=" ".join(sorted(ROLE_SCOPES[Role.OPERATOR])))
     unsigned = ".".join([base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode(),
                          ven_a_token.split(".")[1], ""])
     for bad in (expired, other_key, escalated, unsigned, "not-a-token", ""):
@@ -279,7 +279,7 @@ def test_a_ven_sees_only_its_own_subscriptions(vtn: Vtn, world: World) -> None:
 
 def test_re_registering_a_client_rotates_its_secret(db_url: str, vtn: Vtn) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        register_client(conn, VENS["ven-a"][0], "rotated-secret", "VEN", "ven-a")
+        register_client(conn, VENS["ven-a"][0], "rotated-secret", "ven-a")
     old = vtn.client.post(f"{B}/auth/token", data={"grant_type": "client_credentials",
                                                    "client_id": VENS["ven-a"][0], "client_secret": VENS["ven-a"][1]})
     assert old.status_code == 400

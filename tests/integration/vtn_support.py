@@ -30,9 +30,9 @@ VENS = {"ven-a": ("ven-a-client", "ven-a-secret"), "ven-b": ("ven-b-client", "ve
 
 def register_all(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        register_client(conn, *BL, "BL")
+        register_client(conn, *BL)
         for ven_name, (client_id, secret) in VENS.items():
-            register_client(conn, client_id, secret, "VEN", ven_name)
+            register_client(conn, client_id, secret, ven_name)
 
 
 def token(client: TestClient, client_id: str, secret: str, base_path: str = BASE_PATH, **extra: str) -> str:

@@ -16,7 +16,6 @@ from flexfleet.auth import (ROLE_SCOPES, Principal, Role, TokenError, decoy_hash
                             new_password, read_access_token, username, verify_secret)
 from flexfleet.auth.roles import OWN_READ
 from flexfleet.domain.errors import DomainError
-from flexfleet.openadr import tokens as vtn
 
 SECRET = "unit-test-signing-secret-32-bytes-long"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -89,12 +88,9 @@ def test_forged_odd_and_other_services_tokens_are_refused() -> None:
         read_access_token(jwt.encode({**base, "role": "admin"}, SECRET, algorithm="HS512"), SECRET, NOW)
     with pytest.raises(TokenError):     # unsigned
         read_access_token(jwt.encode({**base, "role": "admin"}, None, algorithm="none"), SECRET, NOW)
-    # The VTN's tokens and the API's are signed alike but name their issuer: neither takes the other's.
-    vtn_token = vtn.issue_token(vtn.Principal("bl", "BL", vtn.ROLE_SCOPES["BL"]), SECRET, NOW, HOUR)
-    with pytest.raises(TokenError):
-        read_access_token(vtn_token, SECRET, NOW)
-    with pytest.raises(TokenError):
-        vtn.read_token(issue_access_token(Principal("bl", Role.ADMIN), SECRET, NOW, HOUR).token, SECRET, NOW)
+    with pytest.raises(TokenError):     # another issuer's token, signed with the same key
+        read_access_token(jwt.encode({**base, "role": "admin", "iss": "flexfleet-vtn"}, SECRET, algorithm="HS256"),
+                          SECRET, NOW)
 
 
 def _with_claims(token: str, **changed: object) -> str:
@@ -121,12 +117,24 @@ def test_a_token_edited_to_claim_another_owner_or_role_is_refused(owner_id: str,
         read_access_token(_with_claims(token, exp=int((NOW + 100 * HOUR).timestamp())), SECRET, NOW)
 
 
-def test_passwords_are_salted_pbkdf2_with_one_implementation_for_the_api_and_the_vtn() -> None:
+def test_passwords_are_salted_pbkdf2() -> None:
     stored = hash_secret("correct horse battery")
     assert stored.startswith("pbkdf2_sha256$100000$")
     assert verify_secret("correct horse battery", stored) and not verify_secret("correct horse batterY", stored)
     assert hash_secret("correct horse battery") != stored, "salted per hash"
     assert not verify_secret("x", "garbage") and not verify_secret("x", "md5$1$AA==$AA==")
-    assert vtn.hash_secret is hash_secret and vtn.verify_secret is verify_secret
-    assert vtn.TokenError is TokenError and vtn.check_secret is auth.check_secret
     assert verify_secret("no such account", decoy_hash()) and not verify_secret("", decoy_hash())
+
+
+def test_a_ven_token_names_its_ven_and_carries_only_the_scopes_granted() -> None:
+    ven = Principal("site-7-ven", Role.VEN, ven_name="site-7").narrowed("read_all write_reports")
+    token = issue_access_token(ven, SECRET, NOW, HOUR).token
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert (claims["ven"], claims["scope"]) == ("site-7", "read_all write_reports")
+    assert read_access_token(token, SECRET, NOW) == ven
+    # scopes beyond the role's are dropped even from a validly signed token
+    wide = jwt.encode({**claims, "scope": "read_all write_programs accounts:write"}, SECRET, algorithm="HS256")
+    assert read_access_token(wide, SECRET, NOW).scopes == {"read_all"}
+    for odd in ({**claims, "ven": None}, {**claims, "ven": 7}, {**claims, "role": "operator"}):
+        with pytest.raises(TokenError):
+            read_access_token(jwt.encode(odd, SECRET, algorithm="HS256"), SECRET, NOW)

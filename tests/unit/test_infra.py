@@ -309,7 +309,7 @@ def test_every_k8s_deployment_has_probes_and_every_workload_resource_requests(k8
 
 
 def test_http_apps_have_services_and_probe_their_health_paths(k8s):
-    for name, path in (("api", "/healthz"), ("vtn", "/openadr3/3.1.0/auth/server"), ("ingest", "/healthz")):
+    for name, path in (("api", "/healthz"), ("vtn", "/healthz"), ("ingest", "/healthz"), ("forecaster", "/healthz")):
         (container,) = pod_spec(named(k8s, "Deployment", name))["containers"]
         assert container["livenessProbe"]["httpGet"]["path"] == path
         assert container["readinessProbe"]["httpGet"]["path"] == path

@@ -113,8 +113,11 @@ def test_every_platform_app_is_instrumented(factory, monkeypatch):
         from services.dispatcher.vtn import create_app
         app = create_app(url, secret=secret)
     else:
+        from services.api.security import Auth
+        from services.api.settings import ApiSettings
         from services.bidder.api import create_app
-        app = create_app(url)
+        from services.runtime.connection import PooledConnections
+        app = create_app(url, Auth(ApiSettings.resolve(secret=secret), PooledConnections(url)))
     before = requests_counted(factory, "/metrics", "GET", 200)
     with TestClient(app) as client:
         assert client.get("/metrics").status_code == 200

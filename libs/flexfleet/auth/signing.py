@@ -1,6 +1,5 @@
 """Signed bearer tokens (JWT, HS256): the platform is the only party that issues and checks its
-tokens, so a shared secret suffices. Shared by the VTN's client-credentials tokens and the API's
-account tokens; each names its own issuer, so a token of one is never accepted by the other."""
+tokens, so a shared secret suffices."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The API's bearer tokens: what an account's access token claims, issued and read back.
+"""The platform's bearer tokens: what an account's access token claims, issued and read back.
+The one kind of token the whole API takes, the OpenADR VTN's operations included.
 
-Claims: iss "flexfleet-api", sub (the username), role, owner_id (owners only), scope (the role's,
-space-separated, for the client's information: the server derives scopes from the role), iat,
-exp and jti. The VTN's tokens are signed the same way but name another issuer, so neither
-service accepts the other's tokens.
+Claims: iss "flexfleet-api", sub (the username), role, owner_id (owners only), ven (a VEN's
+venName, ven accounts only), scope (the scopes granted: the role's, or fewer if the client asked
+for fewer; a scope the role lacks is dropped when read), iat, exp and jti.
 """
 
 from __future__ import annotations
@@ -39,23 +39,33 @@ def issue_access_token(principal: Principal, secret: str, now: datetime, ttl: ti
               "exp": int(expires.timestamp()), "jti": uuid.uuid4().hex}
     if principal.owner_id is not None:
         claims["owner_id"] = principal.owner_id
+    if principal.ven_name is not None:
+        claims["ven"] = principal.ven_name
     return AccessToken(sign(claims, secret), expires, principal)
 
 
 def read_access_token(token: str, secret: str, now: datetime) -> Principal:
     """The principal of a valid, unexpired token; TokenError (safe to show) for anything else."""
-    claims = signed_claims(token, secret, ISSUER, _REQUIRED)
-    try:
-        role = Role(claims["role"])
-        owner_id = claims.get("owner_id")
-        if owner_id is not None and not isinstance(owner_id, str):
-            raise ValueError("owner_id")
-        principal = Principal(str(claims["sub"]), role, owner_id)
-    except (ValueError, KeyError):       # DomainError is a ValueError
-        raise TokenError("invalid token: bad role claims") from None
-    check_unexpired(int(claims["exp"]), now)
+    principal, expires = read_signed_token(token, secret)
+    check_unexpired(expires, now)
     return principal
 
 
+def read_signed_token(token: str, secret: str) -> tuple[Principal, int]:
+    """The principal of a token signed with `secret` and its expiry (epoch s), not yet checked
+    against the clock: a verifier may keep this answer for the token's lifetime."""
+    claims = signed_claims(token, secret, ISSUER, _REQUIRED)
+    try:
+        role = Role(claims["role"])
+        owner_id, ven_name = claims.get("owner_id"), claims.get("ven")
+        if not all(v is None or isinstance(v, str) for v in (owner_id, ven_name)):
+            raise ValueError("owner_id or ven")
+        granted = frozenset(str(claims.get("scope", "")).split()) & ROLE_SCOPES[role]
+        principal = Principal(str(claims["sub"]), role, owner_id, ven_name, granted)
+    except (ValueError, KeyError):       # DomainError is a ValueError
+        raise TokenError("invalid token: bad role claims") from None
+    return principal, int(claims["exp"])
+
+
 __all__ = ["ISSUER", "MAX_TTL", "ROLE_SCOPES", "AccessToken", "TokenError", "issue_access_token",
-           "read_access_token"]
+           "read_access_token", "read_signed_token"]

@@ -1,2 +1,2 @@
-"""OpenADR 3 objects, targeting, pagination and access tokens: the pure side of the dispatcher's
+"""OpenADR 3 objects, targeting, pagination and scopes: the pure side of the dispatcher's
 VTN (services.dispatcher.vtn is its HTTP and database shell)."""

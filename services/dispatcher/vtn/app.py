@@ -22,7 +22,6 @@ the shape objects are shown in (services/dispatcher/vtn/README.md, "3.1.0").
 
 
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -46,16 +45,13 @@ from flexfleet.openadr.models301 import OBJECT_ID_PATTERN, AuthError, ClientCred
 from flexfleet.openadr.models310 import V301, V310, hide_targets
 from flexfleet.openadr.paging import page
 from flexfleet.openadr.targets import TargetFilter, reaches, target_filter, target_keys
-from flexfleet.openadr.tokens import (
-    READ_ALL,
-    WRITE_EVENTS,
-    WRITE_PROGRAMS,
-    WRITE_REPORTS,
-    WRITE_SUBSCRIPTIONS,
-    WRITE_VENS,
-    Principal,
-)
+from flexfleet.auth import Principal, Role
+from flexfleet.openadr.scopes import READ_ALL, WRITE_EVENTS, WRITE_PROGRAMS, WRITE_REPORTS, WRITE_SUBSCRIPTIONS, WRITE_VENS
 from services.dispatcher.vtn import store
+from services.api.accounts import load_account
+from services.api.audit import AuditWrites
+from services.api.security import Auth
+from services.api.settings import ApiSettings
 from services.dispatcher.vtn.auth import Forbidden, TokenPolicy, Unauthorized, principal_of, require, token_endpoint
 from services.dispatcher.vtn.notifier import Delivery, Notifier, Published
 from services.dispatcher.vtn.store import (
@@ -75,6 +71,7 @@ from services.dispatcher.vtn.store import (
 from services.openapi import openapi_without_422
 from services.runtime.config import Settings
 from services.runtime.connection import PooledConnections
+from services.runtime.health import add_healthz
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import instrument
 
@@ -82,7 +79,6 @@ log = logging.getLogger(__name__)
 
 BASE_PATH = "/openadr3/3.0.1"
 BASE_PATH_310 = "/openadr3/3.1.0"
-SECRET_ENV = "FLEXFLEET_VTN_SECRET"
 PROBLEM_TYPES = {400: "urn:flexfleet:problem:invalid-input", 401: "urn:flexfleet:problem:unauthenticated",
                  403: "urn:flexfleet:problem:forbidden", 404: "urn:flexfleet:problem:not-found",
                  409: "urn:flexfleet:problem:conflict", 500: "urn:flexfleet:problem:internal-error",
@@ -328,34 +324,42 @@ API_310 = Api(
 
 def _openapi(router: APIRouter, api: Api, description: str) -> dict[str, Any]:
     """FastAPI's document of one version's routes, with the problem (400) where it would say
-    422. The official documents are shared/specs/openadr3/*/openadr3.yaml; these are for /docs."""
-    documented = FastAPI(title=f"flexfleet OpenADR {api.version} VTN", version=api.version, description=description)
+    422, paths relative to `servers`. The official documents are
+    shared/specs/openadr3/*/openadr3.yaml; these are for /docs."""
+    documented = FastAPI(title=f"flexfleet OpenADR {api.version} VTN", version=api.version, description=description,
+                         servers=[{"url": api.base_path}])
     documented.include_router(router)
-    return openapi_without_422(documented)
+    document = openapi_without_422(documented)
+    # paths relative to the version's base, as in the official document, wherever the VTN is mounted
+    document["paths"] = {path.removeprefix(router.prefix): item for path, item in document["paths"].items()}
+    return document
 
 
 # -- the application ----------------------------------------------------------------------------
-def create_app(database_url: str, *, secret: str | None = None, token_ttl: timedelta = timedelta(hours=1),
-               delivery: Delivery = Delivery()) -> FastAPI:
-    """The VTN on one database. `secret` signs access tokens (default: $FLEXFLEET_VTN_SECRET, at
-    least 32 bytes); `delivery` sets how hard webhook notifications are retried."""
-    secret = secret or os.environ.get(SECRET_ENV)
-    if not secret:
-        raise ValueError(f"the VTN needs a token signing secret: pass secret= or set {SECRET_ENV}")
-    policy = TokenPolicy(secret, token_ttl)
-    connections = PooledConnections(database_url)
+def create_app(database_url: str, *, secret: str | None = None, token_ttl: timedelta | None = None,
+               delivery: Delivery = Delivery(), auth: Auth | None = None, mounted_at: str = "") -> FastAPI:
+    """The VTN on one database, under the platform's authentication scheme: the platform API
+    mounts it at /openadr3 (`mounted_at`) with its `auth`; alone (`flexfleet dispatch vtn`) it
+    signs and checks the same tokens with `secret` (default: $FLEXFLEET_API_SECRET) and the
+    same accounts. `delivery` sets how hard webhook notifications are retried."""
+    owned = auth is None
+    if auth is None:
+        auth = Auth(ApiSettings.resolve(secret, token_ttl=token_ttl), PooledConnections(database_url))
+    policy = TokenPolicy(auth.settings.secret)
+    connections = auth.connections
     notifier = Notifier(connections, delivery)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         notifier.close()
-        connections.close()
-        await connections.aclose()
+        if owned:
+            connections.close()
+            await connections.aclose()
 
     app = FastAPI(title="flexfleet OpenADR 3 VTN", version="3.0.1", lifespan=lifespan,
-                  description=__doc__.split("\n\n", 1)[0], docs_url=f"{BASE_PATH}/docs",
-                  openapi_url=f"{BASE_PATH}/openapi.json")
+                  description=__doc__.split("\n\n", 1)[0], docs_url=f"{BASE_PATH.removeprefix(mounted_at)}/docs",
+                  openapi_url=f"{BASE_PATH.removeprefix(mounted_at)}/openapi.json")
     app.state.notifier = notifier
     documents: dict[str, dict[str, Any]] = {}
     routers: dict[str, APIRouter] = {}
@@ -372,7 +376,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
 
     def scoped(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         async def caller(request: Request) -> Principal:
-            return require(principal_of(request, policy), scope)
+            return require(await principal_of(request, policy, connections), scope)
         return caller
 
     # 3.1.0's read_targets and read_ven_objects are granted as read_all (auth.READ_ALIASES).
@@ -416,12 +420,12 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
 
     def registered(conn: psycopg.Connection, client_id: str, ven_name: str) -> None:
         """A 3.1.0 ven or resource names its VEN's client: one registered for that venName."""
-        client = store.load_client(conn, client_id)
-        if client is None or client.role != "VEN" or client.ven_name != ven_name:
+        client = load_account(conn, client_id)
+        if client is None or client.role is not Role.VEN or client.ven_name != ven_name:
             raise DomainError("clientID", f"no VEN client {client_id!r} is registered for venName {ven_name!r}")
 
     def mount(api: Api) -> None:
-        router = routers[api.version] = APIRouter(prefix=api.base_path)
+        router = routers[api.version] = APIRouter(prefix=api.base_path.removeprefix(mounted_at))
         version, shown = api.version, api.shown
 
         def out(kind: Kind, stored: Stored, targets: frozenset | None = None) -> dict:
@@ -439,7 +443,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                                 401: {"model": AuthError, "description": "invalid_client with HTTP Basic"}})
         async def fetch_token(request: Request) -> JSONResponse:
             """OAuth2 client credentials (form body or HTTP Basic); RFC 6749 errors."""
-            return await token_endpoint(request, connections, policy)
+            return await token_endpoint(request, auth)
 
         # -- programs ---------------------------------------------------------------------------
         @router.get("/programs", tags=["programs"], responses=_doc(shown["PROGRAM"], list_of=True))
@@ -565,10 +569,10 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                           who: Annotated[Principal, Depends(scoped(WRITE_REPORTS))]) -> JSONResponse:
             with connect() as conn:
                 event = report_event(conn, who, body)
-                new = report_body(body, who.client_id)
+                new = report_body(body, who.username)
                 columns = {} if version == V301 else {"program_id": event.program_id}
                 created = store.insert(conn, REPORTS, new, owner_ven=who.ven_name, version=version,
-                                       owner_client=who.client_id, columns=columns)
+                                       owner_client=who.username, columns=columns)
                 stored = store.fetch(conn, REPORTS, created["id"])
             publish(REPORTS, "CREATE", stored)
             return _respond(out(REPORTS, stored), 201)
@@ -587,7 +591,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                 old = store.fetch(conn, REPORTS, reportID)
                 check_owner(who, old, REPORTS)
                 event = report_event(conn, who, body)
-                new = report_body(body, old.client_id or who.client_id)
+                new = report_body(body, old.client_id or who.username)
                 columns = {} if version == V301 else {"program_id": event.program_id}
                 store.replace(conn, REPORTS, reportID, new, version=version, columns=columns)
                 stored = store.fetch(conn, REPORTS, reportID)
@@ -628,8 +632,8 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
         def create_subscription(body: Annotated[api.subscription, Body()],
                                 who: Annotated[Principal, Depends(scoped(WRITE_SUBSCRIPTIONS))]) -> JSONResponse:
             with connect() as conn:
-                created = store.insert(conn, SUBSCRIPTIONS, subscription_body(body, who.client_id),
-                                       owner_ven=who.ven_name, version=version, owner_client=who.client_id)
+                created = store.insert(conn, SUBSCRIPTIONS, subscription_body(body, who.username),
+                                       owner_ven=who.ven_name, version=version, owner_client=who.username)
                 stored = store.fetch(conn, SUBSCRIPTIONS, created["id"])
             publish(SUBSCRIPTIONS, "CREATE", stored)
             return _respond(out(SUBSCRIPTIONS, stored), 201)
@@ -648,7 +652,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                 old = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
                 check_owner(who, old, SUBSCRIPTIONS)
                 store.replace(conn, SUBSCRIPTIONS, subscriptionID,
-                              subscription_body(body, old.client_id or who.client_id), version=version)
+                              subscription_body(body, old.client_id or who.username), version=version)
                 stored = store.fetch(conn, SUBSCRIPTIONS, subscriptionID)
             publish(SUBSCRIPTIONS, "UPDATE", stored)
             return _respond(out(SUBSCRIPTIONS, stored))
@@ -687,7 +691,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                 registered(conn, ven.clientID, ven.venName)
                 return ven.body(), V310
             if old is None:
-                own = {"clientID": who.client_id} if who.is_ven else {}
+                own = {"clientID": who.username} if who.is_ven else {}
                 return {**ven.body(), "targets": None, **own}, V310
             return {**old.body, "venName": ven.venName, "attributes": ven.body().get("attributes")}, old.version
 
@@ -769,7 +773,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
                 registered(conn, resource.clientID, ven.body["venName"])
                 return resource.body(), V310
             if old is None:
-                own = {"clientID": who.client_id} if who.is_ven else {}
+                own = {"clientID": who.username} if who.is_ven else {}
                 return {**resource.body(), "targets": None, **own}, V310
             return {**old.body, "resourceName": resource.resourceName, "venID": ven_id,
                     "attributes": resource.body().get("attributes")}, old.version
@@ -868,19 +872,22 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
     for api in (API_301, API_310):
         mount(api)
 
-    @app.get(f"{BASE_PATH_310}/openapi.json", include_in_schema=False)
+    @app.get(f"{BASE_PATH_310.removeprefix(mounted_at)}/openapi.json", include_in_schema=False)
     def openapi_310() -> JSONResponse:
         return JSONResponse(document(API_310))
 
-    @app.get(f"{BASE_PATH_310}/docs", include_in_schema=False)
+    @app.get(f"{BASE_PATH_310.removeprefix(mounted_at)}/docs", include_in_schema=False)
     def docs_310() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url=f"{BASE_PATH_310}/openapi.json", title="flexfleet OpenADR 3.1.0 VTN")
 
+    if owned:                 # mounted, the platform API's /healthz stands for it
+        add_healthz(app, database_url)
+    app.add_middleware(AuditWrites, connections=connections)
     return instrument(app, "vtn")
 
 
 def app_from_env() -> FastAPI:
-    """`create_app` on $DATABASE_URL (and $FLEXFLEET_VTN_SECRET): the factory each uvicorn worker
+    """`create_app` on $DATABASE_URL (and $FLEXFLEET_API_SECRET): the factory each uvicorn worker
     process calls (`flexfleet dispatch vtn --workers N`)."""
     configure_logging("vtn")
     url = Settings.from_env().database_url

@@ -1,39 +1,30 @@
-"""OAuth2 client credentials for the VTN: registering clients, the token endpoint, and the
-bearer token check every OpenADR operation runs first.
+"""The VTN's side of the platform's one authentication scheme (services.api.security): its token
+URLs, and the bearer token check every OpenADR operation runs first.
 
-The token endpoint takes the client's credentials from the form body (as the spec's
-clientCredentialRequest has them) or from HTTP Basic authentication (RFC 6749 2.3.1, which is
-how openadr3-client's OAuth2 session sends them). Its errors are RFC 6749 5.2 bodies.
+VENs (ven accounts, each bound to its venName) and the business logic (operator accounts) fetch
+tokens at `<base>/auth/token` with the client-credentials grant, client_id and client_secret in
+the form (the spec's clientCredentialRequest) or by HTTP Basic (RFC 6749 2.3.1, as openadr3-client
+sends them). The token is the platform's, carrying only the OpenADR scopes of the account's
+role; the answer is the spec's clientCredentialResponse, errors are RFC 6749 5.2 bodies. A
+token from POST /v1/auth/token works here too, and one from here at the rest of the API, as far
+as its scopes go.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qsl
+from datetime import UTC, datetime
 
-import psycopg
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from flexfleet.openadr.tokens import (
-    READ_ALL,
-    ROLE_SCOPES,
-    Principal,
-    ScopeError,
-    TokenError,
-    check_secret,
-    granted_scopes,
-    hash_secret,
-    issue_token,
-    read_signed,
-    unexpired,
-    verify_secret,
-)
-from services.dispatcher.vtn import store
+from flexfleet.auth import Principal, TokenError, read_signed_token
+from flexfleet.auth.signing import check_unexpired
+from flexfleet.openadr.scopes import OPENADR_SCOPES, unaliased
+from services.api.accounts import aload_account, register_client
+from services.api.security import Auth, OAuthFailure, basic_credentials, grant, token_form
 from services.runtime.connection import PooledConnections
 
 
@@ -49,137 +40,88 @@ class Forbidden(Exception):
         self.field = field
 
 
-def register_client(conn: psycopg.Connection, client_id: str, client_secret: str, role: str,
-                    ven_name: str | None = None) -> None:
-    """Allow a client to fetch tokens: the business logic ("BL"), or a VEN bound to its venName."""
-    if role not in ROLE_SCOPES:
-        raise ValueError(f"role must be one of {sorted(ROLE_SCOPES)}, got {role!r}")
-    if (role == "VEN") != (ven_name is not None):
-        raise ValueError("a VEN client needs its ven_name; a BL client has none")
-    if not client_id or not client_secret:
-        raise ValueError("client_id and client_secret must not be empty")
-    store.save_client(conn, client_id, hash_secret(client_secret), role, ven_name)
-
-
-@dataclass(frozen=True)
+@dataclass
 class TokenPolicy:
-    """The signing secret and the tokens' lifetime. Tokens whose signature was checked are kept
-    with their expiry: a VEN polls with one token for an hour, and checking the signature again
-    on each poll cost a tenth of the VTN's time (benchmarks/vtn.py)."""
+    """Checks bearer tokens fast enough for thousands of polling VENs. A token whose signature
+    was checked is kept with its expiry: a VEN polls with one token for an hour, and checking the
+    signature on each poll cost a tenth of the VTN's time (benchmarks/vtn.py). Its account is
+    looked up again at most every ACCOUNT_RECHECK_S, so a disabled or changed account is refused
+    within that time rather than at once as on the rest of the API (one query per poll)."""
 
     secret: str
-    ttl: timedelta = timedelta(hours=1)
-    verified: dict[str, tuple[Principal, int]] = field(default_factory=dict, repr=False, compare=False)
+    verified: dict[str, tuple[Principal, int]] = field(default_factory=dict, repr=False)
+    accounts: dict[str, tuple[tuple | None, float]] = field(default_factory=dict, repr=False)
 
-    KEPT = 100_000      # tokens; when full, the cache starts over
-
-    def __post_init__(self) -> None:
-        check_secret(self.secret)
+    KEPT = 100_000      # tokens and accounts; when full, a cache starts over
+    ACCOUNT_RECHECK_S = 30.0
 
     def principal(self, token: str, now: datetime) -> Principal:
         known = self.verified.get(token)
         if known is None:
-            known = read_signed(token, self.secret)
+            known = read_signed_token(token, self.secret)
             if len(self.verified) >= self.KEPT:
                 self.verified.clear()
             self.verified[token] = known
-        return unexpired(*known, now)
+        check_unexpired(known[1], now)
+        return known[0]
+
+    async def account_current(self, who: Principal, connections: PooledConnections) -> bool:
+        """Whether the token's account still exists, is enabled and is what the token says."""
+        key, checked = self.accounts.get(who.username, (None, -self.ACCOUNT_RECHECK_S))
+        if time.monotonic() - checked >= self.ACCOUNT_RECHECK_S:
+            async with connections.aconnection() as conn:
+                account = await aload_account(conn, who.username)
+            key = None if account is None or account.disabled else account.principal.account
+            if len(self.accounts) >= self.KEPT:
+                self.accounts.clear()
+            self.accounts[who.username] = (key, time.monotonic())
+        return key == who.account
 
 
-def _auth_error(error: str, description: str, status: int = 400, basic: bool = False) -> JSONResponse:
-    response = JSONResponse({"error": error, "error_description": description}, status_code=status,
+def _auth_error(exc: OAuthFailure, basic: bool) -> JSONResponse:
+    description = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
+    response = JSONResponse({"error": exc.error, "error_description": description}, status_code=exc.status,
                             headers={"Cache-Control": "no-store"})
-    if basic and status == 401:
+    if basic and exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="openadr-vtn"'
     return response
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    """HTTP Basic credentials, taken as sent: RFC 6749 2.3.1 would have them form-encoded first,
-    but requests (under openadr3-client) does not encode them."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
+async def token_endpoint(request: Request, auth: Auth) -> JSONResponse:
+    """POST <base>/auth/token: the client-credentials grant, for the OpenADR scopes only."""
+    basic = basic_credentials(request)
     try:
-        client_id, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (client_id, secret) if sep else None
+        fields = token_form(await request.body(), request.headers.get("content-type", ""))
+        request.state.actor = basic[0] if basic else fields.get("client_id")
+        fields["scope"] = unaliased(fields.get("scope")) or ""
+        token = await run_in_threadpool(grant, auth, fields, basic, ("client_credentials",), OPENADR_SCOPES)
+    except OAuthFailure as exc:
+        return _auth_error(exc, basic is not None)
+    request.state.principal = token.principal
+    return JSONResponse({"access_token": token.token, "token_type": "Bearer",
+                         "expires_in": int(auth.settings.token_ttl.total_seconds()),
+                         "scope": " ".join(sorted(token.principal.scopes))}, headers={"Cache-Control": "no-store"})
 
 
-def _form(body: bytes, content_type: str) -> dict[str, str] | None:
-    """The form's fields (the first of a repeated one), or None when it is not a form."""
-    if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        return None
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        return None
-    fields: dict[str, str] = {}
-    for k, v in pairs:
-        fields.setdefault(k, v)
-    return fields
-
-
-async def token_endpoint(request: Request, connections: PooledConnections, policy: TokenPolicy) -> JSONResponse:
-    """POST /auth/token: an access token for valid client credentials. The database lookup and
-    the secret's hash (deliberately slow) run in a worker thread, off the event loop."""
-    fields = _form(await request.body(), request.headers.get("content-type", ""))
-    if fields is None:
-        return _auth_error("invalid_request", "the body must be application/x-www-form-urlencoded UTF-8")
-    return await run_in_threadpool(_grant, fields, _basic_credentials(request), connections, policy)
-
-
-def _grant(fields: dict[str, str], basic: tuple[str, str] | None, connections: PooledConnections,
-           policy: TokenPolicy) -> JSONResponse:
-    client_id, secret = basic or (fields.get("client_id"), fields.get("client_secret"))
-    if not fields.get("grant_type"):
-        return _auth_error("invalid_request", "grant_type is missing")
-    if fields["grant_type"] != "client_credentials":
-        return _auth_error("unsupported_grant_type", "only client_credentials is supported")
-    if not client_id or not secret:
-        return _auth_error("invalid_request", "client_id and client_secret are required")
-    client = None
-    if "\x00" not in client_id:
-        with connections.connection() as conn:
-            client = store.load_client(conn, client_id)
-    if client is None or not verify_secret(secret, client.secret_hash):
-        # RFC 6749 5.2: 401 when the client authenticated with the Authorization header.
-        return _auth_error("invalid_client", "unknown client or wrong secret", 401 if basic else 400, basic is not None)
-    try:
-        scopes = granted_scopes(client.role, _unaliased(fields.get("scope")))
-    except ScopeError as exc:
-        return _auth_error("invalid_scope", str(exc))
-    principal = Principal(client.client_id, client.role, scopes, client.ven_name)
-    token = issue_token(principal, policy.secret, datetime.now(UTC), policy.ttl)
-    return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": int(policy.ttl.total_seconds()),
-                         "scope": " ".join(sorted(scopes))}, headers={"Cache-Control": "no-store"})
-
-
-# 3.1.0 split read_all into read_targets (programs, events) and read_ven_objects (reports,
-# subscriptions, vens, resources). This VTN confines every VEN to exactly those reads by its
-# rules (targets granted to it, objects it owns), so either name is granted as read_all, which
-# both versions' tokens carry: RFC 6749 3.3 lets a server grant another scope than asked, and
-# the answer's `scope` says which.
-READ_ALIASES = {"read_targets": READ_ALL, "read_ven_objects": READ_ALL}
-
-
-def _unaliased(requested: str | None) -> str | None:
-    return None if requested is None else " ".join(READ_ALIASES.get(s, s) for s in requested.split())
-
-
-def principal_of(request: Request, policy: TokenPolicy) -> Principal:
+async def principal_of(request: Request, policy: TokenPolicy, connections: PooledConnections) -> Principal:
     """The caller, from its bearer token; Unauthorized without a valid one."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required (POST /auth/token)")
     try:
-        return policy.principal(token.strip(), datetime.now(UTC))
+        who = policy.principal(token.strip(), datetime.now(UTC))
     except TokenError as exc:
         raise Unauthorized(str(exc)) from None
+    if not await policy.account_current(who, connections):
+        raise Unauthorized("the token's account is disabled or has changed")
+    request.state.principal = who
+    return who
 
 
 def require(principal: Principal, scope: str) -> Principal:
     if scope not in principal.scopes:
         raise Forbidden(f"the token lacks the {scope} scope")
     return principal
+
+
+__all__ = ["Forbidden", "TokenPolicy", "Unauthorized", "principal_of", "register_client", "require", "token_endpoint"]

@@ -185,7 +185,8 @@ class Stored:
         return bool(self.target_keys)
 
 
-_REGISTERED = "(SELECT min(c.client_id) FROM oadr_clients c WHERE c.role = 'VEN' AND c.ven_name = {})"
+# the VEN clients are the platform's ven accounts (migration 0014)
+_REGISTERED = "(SELECT min(a.username) FROM accounts a WHERE a.role = 'ven' AND a.ven_name = {})"
 _CLIENT = {
     "oadr_reports": "COALESCE(t.owner_client, t.client_name)",
     "oadr_subscriptions": "COALESCE(t.owner_client, t.client_name)",
@@ -317,26 +318,3 @@ def subscriptions_for(conn: psycopg.Connection, object_type: str, program_id: st
     if program_id is not None:
         where.add("(program_id = %s OR program_id IS NULL)", program_id)
     return search(conn, SUBSCRIPTIONS, where, Page(0, 2**31 - 1))
-
-
-# -- OAuth2 clients -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Client:
-    client_id: str
-    secret_hash: str
-    role: str
-    ven_name: str | None
-
-
-def save_client(conn: psycopg.Connection, client_id: str, secret_hash: str, role: str,
-                ven_name: str | None) -> None:
-    """Add a client, or replace its secret and binding (rotating a secret is re-registering)."""
-    conn.execute("INSERT INTO oadr_clients (client_id, secret_hash, role, ven_name) VALUES (%s, %s, %s, %s) "
-                 "ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, role = EXCLUDED.role, "
-                 "ven_name = EXCLUDED.ven_name", (client_id, secret_hash, role, ven_name))
-
-
-def load_client(conn: psycopg.Connection, client_id: str) -> Client | None:
-    row = conn.execute("SELECT client_id, secret_hash, role, ven_name FROM oadr_clients WHERE client_id = %s",
-                       (client_id,)).fetchone()
-    return None if row is None else Client(*row)
