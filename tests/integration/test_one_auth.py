@@ -143,3 +143,24 @@ def test_every_write_is_audited_the_refused_ones_too(client: TestClient, module_
         ("bea", "bidder", "POST /bidding/v1/bids/plan", 400),
         ("mallory", None, "POST /v1/auth/token", 401),
     ]
+
+
+@pytest.mark.parametrize("base", [V301, V310])
+def test_every_vtn_operation_refuses_who_is_no_openadr_client(client: TestClient, base: str) -> None:
+    """Each operation of the version's document: 401 without a token, 403 for the roles that hold
+    no OpenADR scope. The token URLs and token discovery need no token."""
+    document = client.get(f"{base}/openapi.json").json()
+    assert document["servers"] == [{"url": base}]
+    others = {name: _password(client, name) for name in ("alice", "bea", "root")}
+    open_paths = {"/auth/token", "/auth/server"}
+    checked = 0
+    for path, item in document["paths"].items():
+        if path in open_paths:
+            continue
+        url = base + path.replace("{", "").replace("}", "")          # {programID} -> programID: a valid id
+        for method in item:
+            assert client.request(method, url, json={}).status_code == 401, (method, url)
+            for name, headers in others.items():
+                assert client.request(method, url, json={}, headers=headers).status_code == 403, (name, method, url)
+            checked += 1
+    assert checked >= 25

@@ -357,7 +357,7 @@ def create_app(database_url: str, *, secret: str | None = None, token_ttl: timed
             connections.close()
             await connections.aclose()
 
-    app = FastAPI(title="flexfleet OpenADR 3 VTN", version="3.0.1", lifespan=lifespan,
+    app = FastAPI(title="flexfleet OpenADR 3 VTN", version="3.0.1", lifespan=lifespan, root_path_in_servers=False,
                   description=__doc__.split("\n\n", 1)[0], docs_url=f"{BASE_PATH.removeprefix(mounted_at)}/docs",
                   openapi_url=f"{BASE_PATH.removeprefix(mounted_at)}/openapi.json")
     app.state.notifier = notifier
