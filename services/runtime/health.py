@@ -147,15 +147,21 @@ class HealthServer:
         self.stop()
 
 
-def probe(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:
-    """(answered 200, what was seen) for GET url."""
+def health_answer(url: str, timeout_s: float = 3.0) -> tuple[int, str]:
+    """(HTTP status, body) of GET url; (0, why) when nothing answered."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status == 200, f"{response.status} {response.read(2000).decode(errors='replace')}"
+            return response.status, response.read(20_000).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return False, f"{exc.code} {exc.read(2000).decode(errors='replace')}"
+        return exc.code, exc.read(20_000).decode(errors="replace")
     except (urllib.error.URLError, OSError) as exc:
-        return False, f"no answer: {exc}"
+        return 0, str(exc)
+
+
+def probe(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:
+    """(answered 200, what was seen) for GET url."""
+    status, body = health_answer(url, timeout_s)
+    return status == 200, f"{status} {body[:2000]}" if status else f"no answer: {body}"
 
 
 def database_answers(database_url: str, timeout_s: int = 5) -> tuple[bool, str]:

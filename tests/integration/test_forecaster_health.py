@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from services.forecaster.cli import app
 from services.forecaster.health import PassHealth
 from services.forecaster.service import PassResult
-from services.runtime.health import HealthServer
+from services.runtime.health import HealthServer, health_answer
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,8 @@ GRACE_S = 2.0
 
 
 def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except (urllib.error.URLError, OSError):
-        return 0, {}
+    status, body = health_answer(f"http://127.0.0.1:{port}/healthz", 2)
+    return status, json.loads(body) if status else {}
 
 
 def wait_for(what: str, port: int, code: int, proc: subprocess.Popen,

@@ -21,6 +21,8 @@ import pytest
 from kafka import KafkaProducer
 from test_ingest import register_fleet
 
+from services.runtime.health import health_answer
+
 pytestmark = pytest.mark.integration
 
 VEHICLES = 20
@@ -43,13 +45,8 @@ def send(bootstrap: str, topic: str, minutes: range) -> int:
 
 
 def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except (urllib.error.URLError, OSError):
-        return 0, {}
+    status, body = health_answer(f"http://127.0.0.1:{port}/healthz", 2)
+    return status, json.loads(body) if status else {}
 
 
 def wait_for(what: str, check, proc: subprocess.Popen, timeout_s: float = 90):
