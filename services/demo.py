@@ -617,6 +617,7 @@ def dashboard_server(run: DemoRun, port: int) -> uvicorn.Server:
 
     from services.api.accounts import create_account
     from services.api.app import create_app
+    from services.api.dashboard_lag import LagMonitor
 
     url = run.platform.database_url
     operator, owner_login = f"operator-{secrets.token_hex(3)}", f"owner-{secrets.token_hex(3)}"
@@ -633,9 +634,11 @@ def dashboard_server(run: DemoRun, port: int) -> uvicorn.Server:
             s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = create_app(url, secret=os.environ.get("FLEXFLEET_API_SECRET") or secrets.token_hex(32),
-                     settlement_dir=run.out_dir / "settlement")
+                     settlement_dir=run.out_dir / "settlement", lag=LagMonitor(run.platform.bootstrap_servers))
     run.console.rule("[bold]dashboard")
     run.console.print(f"dashboard: http://127.0.0.1:{port}/login (Ctrl-C stops it and the demo's servers)\n"
                       f"  operator: {operator} / {passwords[operator]}"
-                      + (f"\n  owner {owner[0]}: {owner_login} / {passwords[owner_login]}" if owner else ""))
+                      + (f"\n  owner {owner[0]}: {owner_login} / {passwords[owner_login]}" if owner else "")
+                      + f"\n  API docs: http://127.0.0.1:{port}/docs, /bidding/docs, /openadr3/3.0.1/docs, "
+                        "/openadr3/3.1.0/docs (the operator's token is the OpenADR business logic's)")
     return uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from services.api.audit import AuditWrites
 from services.api.dashboard import install_dashboard
+from services.api.dashboard_lag import LagMonitor
 from services.api.owners import owner_router
 from services.bidder.api import create_app as bidding_app
 from services.api.problems import install_error_handlers, with_problem_schemas
@@ -47,9 +48,10 @@ def _version() -> str:
 
 
 def create_app(database_url: str, secret: str | None = None, settlement_dir: Path | str | None = None,
-               token_ttl: timedelta | None = None) -> FastAPI:
-    """The API on one database. What is not given comes from the environment (services.api.settings):
-    a missing or short secret is refused here, before anything is served."""
+               token_ttl: timedelta | None = None, lag: LagMonitor | None = None) -> FastAPI:
+    """The API on one database. What is not given comes from the environment (services.api.settings,
+    and for the dashboard's consumer-lag look-ups `LagMonitor.from_env`): a missing or short
+    secret is refused here, before anything is served."""
     settings = ApiSettings.resolve(secret, settlement_dir, token_ttl)
     connections = PooledConnections(database_url)
     auth = Auth(settings, connections)
@@ -85,7 +87,7 @@ def create_app(database_url: str, secret: str | None = None, settlement_dir: Pat
         return await token_endpoint(request, auth)
 
     app.include_router(owner_router(auth, principal_dependency(auth)))
-    install_dashboard(app, auth)
+    install_dashboard(app, auth, lag)
     app.mount(BIDDING_PATH, bidding_app(database_url, auth))     # its own problems and /docs, our tokens
     app.mount(OPENADR_PATH, vtn)
     app.add_middleware(AuditWrites, connections=connections)

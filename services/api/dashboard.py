@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -29,7 +29,10 @@ from flexfleet.domain.model import Currency
 from flexfleet.settlement.money import format_money
 from services.api import dashboard_queries as q
 from services.api.accounts import record_audit
-from services.api.dashboard_charts import soc_histogram_chart, soc_trace_chart
+from services.api.dashboard_bids import day_bids
+from services.api.dashboard_charts import bids_chart, forecast_chart, soc_histogram_chart, soc_trace_chart
+from services.api.dashboard_forecast import DIRECTIONS, day_forecast, realised, score
+from services.api.dashboard_lag import GroupLag, LagMonitor
 from services.api.dashboard_templates import REFRESH_JS, TEMPLATES
 from services.api.owners import owner_statements, statements_out
 from services.api.problems import ApiProblem
@@ -45,15 +48,24 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self
                                            "style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
                                            "frame-ancestors 'none'; base-uri 'none'",
                 "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
-ALERT_KINDS = ("charger", "dlq", "obligation")
+ALERT_KINDS = ("charger", "dlq", "obligation", "lag")
 
 
 def _utc(ts: datetime | None) -> str:
     return "–" if ts is None else ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _hm(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%H:%M")
+def _local(ts: datetime | None, tz: tzinfo) -> str:
+    """A time in the zone's local time, its abbreviation named (CET / CEST tell the DST days apart)."""
+    return "–" if ts is None else ts.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _lhm(ts: datetime, tz: tzinfo) -> str:
+    return ts.astimezone(tz).strftime("%H:%M %Z")
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} s"
 
 
 def _pct(share: float | None) -> str:
@@ -69,7 +81,7 @@ def _money(minor: int, currency: Currency) -> str:
 
 
 _ENV = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
-_ENV.filters.update(utc=_utc, hm=_hm, pct=_pct, soc=_soc, money=_money)
+_ENV.filters.update(utc=_utc, pct=_pct, soc=_soc, money=_money, local=_local, lhm=_lhm, seconds=_seconds)
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -132,7 +144,9 @@ class Live:
     offline: list[q.OfflineCharger]
     dlq: q.DlqGrowth
     obligations: list[tuple[q.Obligation, q.Coverage | None]]
-    day: str
+    day: q.LocalDay
+    responses: q.ResponseTimes
+    lag: GroupLag
     last_reading: datetime | None = None    # the fleet's latest reading, any car
 
     @property
@@ -162,24 +176,41 @@ class Live:
                              f"{self.dlq.last_hour} rejects in the last hour, {self.dlq.hour_before} the hour before"))
         out += [Alert("obligation", o.obligation_id, f"Obligation {o.obligation_id} at risk",
                       f"P90 {c.weakest_kw:.0f} kW committed for {c.required_kw:.0f} kW, "
-                      f"{_hm(o.mtu_start)}-{_hm(o.mtu_end)} UTC")
+                      f"{_lhm(o.mtu_start, self.day.tz)}-{_lhm(o.mtu_end, self.day.tz)}")
                 for o, c in self.obligations if c is not None and c.at_risk and o.mtu_end > self.fleet.at]
+        out += lag_alerts(self.lag)
         return out
 
 
-def read_live(conn: psycopg.Connection, now: datetime) -> Live:
-    start, end = q.utc_day(now)
-    obligations = q.obligations_between(conn, start, end)
+def lag_alerts(lag: GroupLag) -> list[Alert]:
+    """The broker's answer as alerts: unreachable (or not configured), or the ingest group behind."""
+    if not lag.reachable:
+        return [Alert("lag", "ingest", "Broker unreachable",
+                      f"consumer lag of group {lag.group} on {lag.topic} unknown: {lag.error}")]
+    if lag.lagging:
+        behind = sum(1 for p in lag.partitions if p.lag)
+        return [Alert("lag", "ingest", "Ingest consumer lag",
+                      f"group {lag.group} is {lag.total:,} messages behind on {lag.topic} ({behind} of "
+                      f"{len(lag.partitions)} partitions), above the {lag.alert_messages:,} alert threshold")]
+    return []
+
+
+def read_live(conn: psycopg.Connection, now: datetime, lag: GroupLag) -> Live:
+    """What /ops shows at `now`: "today" is the fleet's zone's local delivery day."""
+    day = q.today(q.fleet_zone(conn), now)
+    obligations = q.obligations_between(conn, day.start, day.end)
     return Live(q.fleet_now(conn, now), q.offline_chargers(conn, now), q.dlq_growth(conn, now),
-                [(o, q.p90_coverage(conn, o, now)) for o in obligations], start.strftime("%Y-%m-%d UTC"),
-                q.last_reading(conn, now))
+                [(o, q.p90_coverage(conn, o, now)) for o in obligations], day,
+                q.response_times(conn, day.start, day.end), lag, q.last_reading(conn, now))
 
 
 def _live_context(live: Live, every: int) -> dict[str, Any]:
     return dict(fleet=live.fleet, offline=live.offline, alerts=live.alerts, obligations=live.obligations,
-                day=live.day, every=every, soc_chart=Markup(soc_histogram_chart(q.soc_histogram(live.fleet.plugged_soc))),
+                day=live.day, tz=live.day.tz, responses=live.responses, lag=live.lag, every=every,
+                soc_chart=Markup(soc_histogram_chart(q.soc_histogram(live.fleet.plugged_soc))),
                 window_min=int(q.REPORTING_WINDOW / timedelta(minutes=1)),
-                offline_min=int(q.OFFLINE_AFTER / timedelta(minutes=1)), lookback_h=int(q.LOOKBACK / timedelta(hours=1)))
+                offline_min=int(q.OFFLINE_AFTER / timedelta(minutes=1)),
+                lookback_h=int(q.LOOKBACK / timedelta(hours=1)))
 
 
 def _login_audit(auth: Auth, request: Request, name: str, who: Principal | None, status: int, result: str) -> None:
@@ -190,6 +221,7 @@ def _login_audit(auth: Auth, request: Request, name: str, who: Principal | None,
     except DomainError:
         actor = "anonymous"
     client = request.client.host if request.client else None
+    request.state.audited = True          # this row is the request's audit (services.api.audit)
     with auth.connections.connection() as conn:
         record_audit(conn, actor, f"{request.method} {request.url.path}",
                      f"accounts/{actor}" if actor != "anonymous" else None, None if who is None else who.role,
@@ -203,10 +235,41 @@ def _form(body: bytes) -> dict[str, str]:
         return {}
 
 
-def dashboard_router(auth: Auth) -> APIRouter:
+def _zone_tz(conn: psycopg.Connection, zone: str) -> tzinfo:
+    """The local time of an obligation's zone (the fleet's for a zone the catalogue does not know)."""
+    try:
+        return q.BiddingZone.parse(zone).tzinfo
+    except DomainError:
+        return q.fleet_zone(conn).tzinfo
+
+
+def _day(conn: psycopg.Connection, now: datetime, day: date | None) -> q.LocalDay:
+    zone = q.fleet_zone(conn)
+    return q.today(zone, now) if day is None else q.local_day(zone, day)
+
+
+def _forecast_context(conn: psycopg.Connection, day: q.LocalDay, now: datetime) -> dict[str, Any]:
+    """The chart per direction over the day before and the day, and each day's score."""
+    days = (day.shifted(-1), day)
+    real = realised(conn, days[0].start, day.end, now)
+    charts, scores = [], []
+    for direction in DIRECTIONS:
+        forecasts = [day_forecast(conn, d, direction) for d in days]
+        bands = [(b.target_start, b.q) for f in forecasts for b in f.bands]
+        marks = [(day.start, day.day.strftime("%d %b"))] + ([(now, "now")] if day.start <= now < day.end else [])
+        title = f"Flexible kW {direction}: forecast vs realised ({day.zone.timezone})"
+        charts.append((direction, Markup(forecast_chart(bands, list(zip(real.starts, real.kw[direction], strict=True)),
+                                                        title, day.tz, marks, f"forecast-{direction}"))))
+        scores += [(direction, f, score(f, real, direction)) for f in forecasts]
+    return dict(day=day, tz=day.tz, charts=charts, scores=scores, realised_to=real.starts[-1] + q.MTU
+                if real.starts else None)
+
+
+def dashboard_router(auth: Auth, lag: LagMonitor) -> APIRouter:
     """The pages. Their dependencies are given as defaults (`who: Principal = operator`), so the
     module's postponed annotations never have to name this function's locals."""
     router = APIRouter(include_in_schema=False)
+    day_query = Query(None, description="A delivery day (YYYY-MM-DD) of the fleet's zone; default today.")
     operator = Depends(page_principal(auth, OPERATIONS_ROLES, "The operations pages are for operator and admin "
                                                               "accounts."))
     owner = Depends(page_principal(auth, frozenset({Role.OWNER}), "The owner portal is for owner accounts."))
@@ -254,6 +317,7 @@ def dashboard_router(auth: Auth) -> APIRouter:
         except ApiProblem:
             who = None
         if who is not None:
+            request.state.audited = True
             with auth.connections.connection() as conn:
                 record_audit(conn, who.username, "POST /logout", f"accounts/{who.username}", who.role, 303)
         response = RedirectResponse("/login", status_code=303)
@@ -267,16 +331,39 @@ def dashboard_router(auth: Auth) -> APIRouter:
 
     @router.get("/ops")
     def ops(who: Principal = operator, every: int = every_query) -> HTMLResponse:
+        state = lag.read()
         with auth.connections.connection() as conn:
-            live = read_live(conn, datetime.now(UTC))
+            live = read_live(conn, datetime.now(UTC), state)
         return render("ops.html", title="Operations", who=who, **_live_context(live, every))
 
     @router.get("/ops/live")
     def ops_live(who: Principal = operator, every: int = every_query) -> HTMLResponse:
         """The live part of /ops alone: what the page's script swaps in."""
+        state = lag.read()
         with auth.connections.connection() as conn:
-            live = read_live(conn, datetime.now(UTC))
+            live = read_live(conn, datetime.now(UTC), state)
         return render("live.html", **_live_context(live, every))
+
+    @router.get("/ops/forecast")
+    def forecast_page(who: Principal = operator, day: date | None = day_query) -> HTMLResponse:
+        """Forecast quantile bands against realised flexible kW, the day before and the day."""
+        now = datetime.now(UTC)
+        with auth.connections.connection() as conn:
+            context = _forecast_context(conn, _day(conn, now, day), now)
+        return render("forecast.html", title="Forecast vs realised", who=who, **context)
+
+    @router.get("/ops/bids")
+    def bids_page(who: Principal = operator, day: date | None = day_query) -> HTMLResponse:
+        """Offered vs cleared MW per product and MTU of one delivery day, with prices."""
+        now = datetime.now(UTC)
+        with auth.connections.connection() as conn:
+            d = _day(conn, now, day)
+            products = day_bids(conn, d)
+        chart = [Markup(bids_chart([(r.mtu_start, r.mtu_minutes, r.offered_mw, r.accepted_mw) for r in p.rows],
+                                   f"{p.product_id} {p.direction}: offered vs cleared MW", d.tz, d.start, d.end,
+                                   f"bids-{i}")) for i, p in enumerate(products)]
+        return render("bids.html", title="Bids and clearing", who=who, day=d, tz=d.tz,
+                      products=list(zip(products, chart, strict=True)))
 
     @router.get("/ops/alerts/{kind}/{alert_id:path}")
     def alert(kind: str, alert_id: str, who: Principal = operator) -> HTMLResponse:
@@ -302,7 +389,13 @@ def dashboard_router(auth: Auth) -> APIRouter:
                 if o is None:
                     raise ApiProblem(404, f"no obligation {alert_id!r}", "obligation_id")
                 return render("obligation.html", title=f"Obligation {alert_id}", who=who, o=o,
-                              coverage=q.p90_coverage(conn, o, now))
+                              tz=_zone_tz(conn, o.zone),
+                              coverage=q.p90_coverage(conn, o, now),
+                              responses=q.response_times(conn, o.mtu_start, o.mtu_end, o.obligation_id))
+            if kind == "lag":
+                if alert_id != "ingest":
+                    raise ApiProblem(404, f"no consumer group alert {alert_id!r} (there is one: ingest)", "group")
+                return render("lag.html", title="Ingest consumer lag", who=who, lag=lag.read())
         raise ApiProblem(404, f"must be one of {', '.join(ALERT_KINDS)}", "kind")
 
     @router.get(OFFLINE_LIST)
@@ -341,9 +434,10 @@ def dashboard_router(auth: Auth) -> APIRouter:
     return router
 
 
-def install_dashboard(app: FastAPI, auth: Auth) -> None:
-    """The pages, /healthz, and the answers for a page without login or for another role."""
-    app.include_router(dashboard_router(auth))
+def install_dashboard(app: FastAPI, auth: Auth, lag: LagMonitor | None = None) -> None:
+    """The pages, /healthz, and the answers for a page without login or for another role. The
+    consumer-lag look-ups go to the broker the environment names (`LagMonitor.from_env`)."""
+    app.include_router(dashboard_router(auth, lag or LagMonitor.from_env()))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: whether the database answers",
              responses={503: {"description": "The database does not answer."}})

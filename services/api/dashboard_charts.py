@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 
 import matplotlib
 from matplotlib.dates import AutoDateLocator, DateFormatter
@@ -13,7 +13,7 @@ from matplotlib.dates import AutoDateLocator, DateFormatter
 from flexfleet.domain.time import MTU
 from services.api.dashboard_queries import SocPoint
 from services.settlement.statements import charts
-from services.settlement.statements.charts import BLUE, GREEN, Bar, bar_chart
+from services.settlement.statements.charts import BLUE, GREEN, ORANGE, Bar, bar_chart
 
 
 def soc_histogram_chart(bands: Sequence[tuple[str, int]]) -> str:
@@ -57,3 +57,77 @@ def soc_trace_chart(points: Sequence[SocPoint]) -> str:
         ax.xaxis.set_major_formatter(DateFormatter("%d %b %H:%M"))
         ax.legend(loc="upper right", frameon=False, ncols=2, fontsize=8)
     return charts.svg(fig, "soc-trace")
+
+
+def _stepped(starts: Sequence[datetime], columns: Sequence[Sequence[float]]
+             ) -> tuple[list[datetime], list[list[float]]]:
+    """Per-MTU values for a `step="post"` plot: each run of consecutive MTUs ends with its last
+    MTU's end, and a gap (MTUs without values) is a NaN break, never a line drawn across it."""
+    xs: list[datetime] = []
+    ys: list[list[float]] = [[] for _ in columns]
+    for i, start in enumerate(starts):
+        if i and start - starts[i - 1] > MTU:
+            xs.append(starts[i - 1] + MTU)
+            for y in ys:
+                y.append(math.nan)
+        xs.append(start)
+        for y, column in zip(ys, columns, strict=True):
+            y.append(column[i])
+    if starts:
+        xs.append(starts[-1] + MTU)
+        for y in ys:
+            y.append(y[-1])
+    return xs, ys
+
+
+def forecast_chart(bands: Sequence[tuple[datetime, dict[str, float]]], realised: Sequence[tuple[datetime, float]],
+                   title: str, tz: tzinfo, marks: Sequence[tuple[datetime, str]], salt: str) -> str:
+    """The forecast's P10-P90 band (and P5-P95, lighter) and P50 line per MTU, against the realised kW."""
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.figure(2.8)
+        ax = charts.axes(fig, title)
+        if bands:
+            starts = [b[0] for b in bands]
+            xs, (q05, q10, q50, q90, q95) = _stepped(starts, [[b[1][k] for b in bands]
+                                                             for k in ("q05", "q10", "q50", "q90", "q95")])
+            ax.fill_between(xs, q05, q95, step="post", color=BLUE, alpha=0.10, linewidth=0, label="P5-P95")
+            ax.fill_between(xs, q10, q90, step="post", color=BLUE, alpha=0.22, linewidth=0, label="P10-P90")
+            ax.step(xs, q50, where="post", color=BLUE, linewidth=1.2, label="P50")
+        if realised:
+            xs, (kw,) = _stepped([r[0] for r in realised], [[r[1] for r in realised]])
+            ax.step(xs, kw, where="post", color=ORANGE, linewidth=1.6, label="realised")
+        for at, label in marks:
+            ax.axvline(at, color=charts.MUTED, linewidth=0.8, linestyle="--")
+            ax.annotate(label, (at, 0.0), xycoords=("data", "axes fraction"), fontsize=7, color=charts.MUTED,
+                        xytext=(2, 3), textcoords="offset points")
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("kW")
+        ax.xaxis.set_major_locator(AutoDateLocator(minticks=4, maxticks=8, tz=tz))
+        ax.xaxis.set_major_formatter(DateFormatter("%a %H:%M", tz=tz))
+        ax.legend(loc="upper right", frameon=False, ncols=4, fontsize=8)
+    return charts.svg(fig, salt)
+
+
+def bids_chart(rows: Sequence[tuple[datetime, int, float, float | None]], title: str, tz: tzinfo, start: datetime,
+               end: datetime, salt: str) -> str:
+    """Offered and cleared MW per MTU of one product, side by side in each MTU's slot
+    (rows: MTU start, MTU minutes, offered MW, accepted MW or None while not cleared)."""
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.figure(2.2)
+        ax = charts.axes(fig, title)
+        for i, (at, minutes, offered, accepted) in enumerate(rows):
+            slot = timedelta(minutes=minutes)
+            width = slot * 0.42
+            ax.bar(at + slot * 0.06, offered, width=width, align="edge", color=BLUE, alpha=0.45,
+                   label="offered" if i == 0 else None)
+            if accepted is not None:
+                ax.bar(at + slot * 0.52, accepted, width=width, align="edge", color=GREEN,
+                       label="cleared" if accepted is not None and not any(r[3] is not None for r in rows[:i])
+                       else None)
+        ax.set_xlim(start, end)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("MW")
+        ax.xaxis.set_major_locator(AutoDateLocator(maxticks=12, tz=tz))
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=tz))
+        ax.legend(loc="upper right", frameon=False, ncols=2, fontsize=8)
+    return charts.svg(fig, salt)

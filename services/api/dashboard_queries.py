@@ -22,7 +22,9 @@ import functools
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from statistics import median
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -30,6 +32,7 @@ import psycopg
 from flexfleet.bidding.p90 import bundle_p90_kw, p90_level
 from flexfleet.domain.model import Currency
 from flexfleet.domain.time import MTU
+from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.flexibility import held_key
 from flexfleet.forecast.portfolio import Calibration
 from flexfleet.settlement import Month
@@ -234,9 +237,55 @@ ORDER BY o.mtu_start, o.obligation_id
 """
 
 
-def utc_day(now: datetime) -> tuple[datetime, datetime]:
-    start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return start, start + timedelta(days=1)
+# The zone whose clock counts "today" when no site is registered: the forecaster's and the
+# bidder's default zone.
+DEFAULT_ZONE = BiddingZone.SE3
+
+
+@dataclass(frozen=True)
+class LocalDay:
+    """One delivery day of a bidding zone: local midnight to local midnight, in UTC (23 or 25 h on
+    the days the clocks change). Markets count delivery days this way, not by the UTC day."""
+
+    zone: BiddingZone
+    day: date
+    start: datetime
+    end: datetime
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.zone.tzinfo
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start) / timedelta(hours=1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.day.isoformat()} {self.zone.value} ({self.zone.timezone})"
+
+    def shifted(self, days: int) -> LocalDay:
+        return local_day(self.zone, self.day + timedelta(days=days))
+
+
+def local_day(zone: BiddingZone, day: date) -> LocalDay:
+    """The zone's delivery day `day`, its bounds in UTC."""
+    tz = zone.tzinfo
+    start = datetime.combine(day, time(0), tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC)
+    return LocalDay(zone, day, start, end)
+
+
+def today(zone: BiddingZone, now: datetime) -> LocalDay:
+    """The zone's delivery day that holds `now`."""
+    return local_day(zone, now.astimezone(zone.tzinfo).date())
+
+
+def fleet_zone(conn: psycopg.Connection) -> BiddingZone:
+    """The bidding zone most of the fleet's sites are in (DEFAULT_ZONE when none is registered):
+    its clock decides which obligations, bids and forecasts are "today"."""
+    row = conn.execute("SELECT bidding_zone FROM sites GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()
+    return DEFAULT_ZONE if row is None else BiddingZone.parse(row[0], "sites.bidding_zone")
 
 
 def obligations_between(conn: psycopg.Connection, start: datetime, end: datetime) -> list[Obligation]:
@@ -253,6 +302,75 @@ def obligation(conn: psycopg.Connection, obligation_id: str) -> Obligation | Non
 def _obligation(r: tuple) -> Obligation:
     return Obligation(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), r[7], r[8],
                       None if r[9] is None else float(r[9]))
+
+
+# -- response times ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Activation:
+    """One assessed FCR activation in a verified delivery (deliveries.activations, written by
+    services.dispatcher.deliveries): when the frequency asked, and how fast the fleet answered."""
+
+    obligation_id: str
+    mtu_start: datetime
+    start: datetime
+    response_time_s: float | None      # to the required share of what was asked; None: never reached
+    required_response_s: float         # the checkpoint (FCR-D 7.5 s, FCR-N 60 s)
+    required_share: float              # of what was asked at the checkpoint (FCR-D 0.86)
+    passed: bool
+
+    @property
+    def in_time(self) -> bool:
+        return self.response_time_s is not None and self.response_time_s <= self.required_response_s
+
+
+@dataclass(frozen=True)
+class ResponseTimes:
+    """The activations of a set of deliveries, summarised for the page."""
+
+    activations: tuple[Activation, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.activations)
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for a in self.activations if a.passed)
+
+    @property
+    def never(self) -> int:
+        """Activations the fleet never answered to the required share."""
+        return sum(1 for a in self.activations if a.response_time_s is None)
+
+    @property
+    def median_s(self) -> float | None:
+        times = [a.response_time_s for a in self.activations if a.response_time_s is not None]
+        return median(times) if times else None
+
+    @property
+    def slowest_s(self) -> float | None:
+        times = [a.response_time_s for a in self.activations if a.response_time_s is not None]
+        return max(times) if times else None
+
+
+def _activations(obligation_id: str, mtu_start: datetime, raw: list[dict]) -> list[Activation]:
+    return [Activation(obligation_id, mtu_start, datetime.fromisoformat(a["start"].replace("Z", "+00:00")),
+                       None if a.get("response_time_s") is None else float(a["response_time_s"]),
+                       float(a["required_response_s"]), float(a["required_share"]), bool(a["passed"]))
+            for a in raw]
+
+
+def response_times(conn: psycopg.Connection, start: datetime, end: datetime,
+                   obligation_id: str | None = None) -> ResponseTimes:
+    """The activations of the deliveries verified for MTUs starting in [start, end) (of one
+    obligation when given), oldest first."""
+    out: list[Activation] = []
+    for oid, mtu_start, raw in conn.execute(
+            "SELECT obligation_id, mtu_start, activations FROM deliveries WHERE mtu_start >= %s AND mtu_start < %s "
+            "AND (%s::text IS NULL OR obligation_id = %s) AND jsonb_array_length(activations) > 0 "
+            "ORDER BY mtu_start, obligation_id", (start, end, obligation_id, obligation_id)):
+        out += _activations(oid, mtu_start, raw)
+    return ResponseTimes(tuple(sorted(out, key=lambda a: (a.start, a.obligation_id))))
 
 
 @dataclass(frozen=True)

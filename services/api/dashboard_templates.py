@@ -67,14 +67,16 @@ OPS = """{% extends "base.html" %}
 {% block head %}<script src="/static/dashboard.js" defer></script>{% endblock %}
 {% block main %}
 <h1>Operations</h1>
+<nav id="pages"><a href="/ops/forecast">Forecast vs realised</a> · <a href="/ops/bids">Bids and clearing</a> ·
+<a href="/ops/alerts/lag/ingest">Ingest consumer lag</a> · <a href="/ops/alerts/dlq/telemetry">Telemetry DLQ</a></nav>
 <div id="live" data-refresh="/ops/live" data-every="{{ every }}" aria-live="polite">
 {% include "live.html" %}
 </div>
 {% endblock %}
 """
 
-LIVE = """<p class="rule">As of <time id="as-of" datetime="{{ fleet.at.isoformat() }}">{{ fleet.at | utc }}</time>;
-this part refreshes every {{ every }} s.</p>
+LIVE = """<p class="rule">As of <time id="as-of" datetime="{{ fleet.at.isoformat() }}">{{ fleet.at | local(tz) }}</time>
+({{ day.zone.timezone }}, the local time of the fleet's zone {{ day.zone.value }}); this part refreshes every {{ every }} s.</p>
 <section id="alerts">
 <h2>Alerts ({{ alerts | length }})</h2>
 {% for a in alerts %}<p class="alert"><a href="{{ a.href }}">{{ a.title }}</a> — {{ a.text }}</p>
@@ -83,7 +85,9 @@ this part refreshes every {{ every }} s.</p>
 says so, or its charging session is still open) but no reading from any car has named the charger for more than
 {{ offline_min }} minutes. Telemetry comes from the cars, so this cannot tell a dead charger from a car that lost its
 link. DLQ growth: more telemetry rejects in the last hour than in the hour before. Obligation at risk: the committed
-vehicles' P90 kW under the latest forecast that covers the MTU is below the volume in some quarter hour.</p>
+vehicles' P90 kW under the latest forecast that covers the MTU is below the volume in some quarter hour. Ingest
+consumer lag: the ingest group ({{ lag.group }}) is more than {{ "{:,}".format(lag.alert_messages) }} messages behind the
+broker's newest on {{ lag.topic }}, read from the broker itself; "broker unreachable" when it cannot be read.</p>
 </section>
 <section id="fleet">
 <h2>Fleet now</h2>
@@ -97,16 +101,30 @@ vehicles' P90 kW under the latest forecast that covers the MTU is below the volu
 <p class="rule">Plugged in and reporting: by each vehicle's latest reading within the last {{ window_min }} minutes.</p>
 {{ soc_chart }}
 </section>
+<section id="responses">
+<h2>Response to activations today</h2>
+<div class="tiles">
+  <div class="tile"><div class="value" id="activations">{{ responses.count }}</div>activations assessed</div>
+  <div class="tile"><div class="value" id="response-median">{{ responses.median_s | seconds }}</div>median response time</div>
+  <div class="tile"><div class="value" id="response-slowest">{{ responses.slowest_s | seconds }}</div>slowest
+    {%- if responses.never %} ({{ responses.never }} never reached){% endif %}</div>
+  <div class="tile"><div class="value" id="response-passed">{{ responses.passed }} / {{ responses.count }}</div>passed</div>
+  <div class="tile"><div class="value" id="ingest-lag">{% if lag.reachable %}{{ "{:,}".format(lag.total) }}{% else %}?{% endif %}</div>
+    <a href="/ops/alerts/lag/ingest">ingest lag</a> (messages)</div>
+</div>
+<p class="rule">Response time: from the activation's start to the fleet's response reaching the required share of what
+the frequency asked (FCR-D: 86 % at 7.5 s; FCR-N: 63 % at 60 s), per verified delivery; details on each obligation's page.</p>
+</section>
 <section id="obligations">
-<h2>Today's obligations ({{ day }})</h2>
+<h2>Today's obligations ({{ day.label }})</h2>
 {% if obligations %}
 <table>
-<thead><tr><th>Obligation</th><th>Product</th><th>Delivery (UTC)</th><th class="num">Volume</th>
+<thead><tr><th>Obligation</th><th>Product</th><th>Delivery ({{ day.zone.timezone }})</th><th class="num">Volume</th>
 <th class="num">Vehicles</th><th class="num">P90 committed</th><th class="num">Delivered</th></tr></thead>
 <tbody>
 {% for o, c in obligations %}
 <tr><td><a href="/ops/alerts/obligation/{{ o.obligation_id }}">{{ o.obligation_id }}</a></td>
-<td>{{ o.product_id }} {{ o.direction }}</td><td>{{ o.mtu_start | hm }}–{{ o.mtu_end | hm }}</td>
+<td>{{ o.product_id }} {{ o.direction }}</td><td>{{ o.mtu_start | lhm(tz) }}–{{ o.mtu_end | lhm(tz) }}</td>
 <td class="num">{{ "%.2f" | format(o.volume_mw) }} MW</td><td class="num">{{ o.vehicles }}</td>
 <td class="num {{ 'bad' if c and c.at_risk else '' }}">{% if c %}{{ "%.0f" | format(c.weakest_kw) }} kW{% else %}unknown{% endif %}</td>
 <td class="num">{% if o.delivered_share is none %}not verified{% else %}{{ o.delivered_share | pct }}
@@ -116,7 +134,8 @@ vehicles' P90 kW under the latest forecast that covers the MTU is below the volu
 <p class="rule">"P90 committed": the kW the committed vehicles hold with 90 % probability in the weakest quarter hour,
 from the latest forecast covering the MTU ("unknown": no forecast covers it). "Delivered": the verified
 deliveries' delivered share, weighted by required MW and duration.</p>
-{% else %}<p>No obligations today.</p>{% endif %}
+<p class="rule">Today: {{ day.start | local(tz) }} to {{ day.end | local(tz) }} ({{ "%g" | format(day.hours) }} h), local midnight to midnight.</p>
+{% else %}<p>No obligations today ({{ "%g" | format(day.hours) }} h from local midnight).</p>{% endif %}
 </section>
 """
 
@@ -181,7 +200,7 @@ OBLIGATION = """{% extends "base.html" %}
 {% block main %}
 <h1>Obligation {{ o.obligation_id }}</h1>
 <section>
-<p>{{ o.product_id }} {{ o.direction }} in {{ o.zone }}, {{ o.mtu_start | utc }}–{{ o.mtu_end | hm }},
+<p>{{ o.product_id }} {{ o.direction }} in {{ o.zone }}, {{ o.mtu_start | local(tz) }}–{{ o.mtu_end | lhm(tz) }},
 {{ "%.2f" | format(o.volume_mw) }} MW, {{ o.vehicles }} vehicles committed.
 Delivered: {% if o.delivered_share is none %}not verified yet{% else %}{{ o.delivered_share | pct }}
 over {{ o.verified_mtus }} verified MTU{% endif %}.</p>
@@ -192,8 +211,8 @@ required{{ ": at risk" if coverage.at_risk }}.</p>
 <p class="rule">Forecast {{ coverage.forecast_id }} issued {{ coverage.issued_at | utc }}; fleet correlation
 rho {{ "%.2f" | format(coverage.rho) }}. A car counts with its forecast probability of being plugged in and at most the kW it
 holds for 20 minutes; a car without a forecast row counts for nothing.</p>
-<table><thead><tr><th>Quarter hour (UTC)</th><th class="num">P90 kW</th></tr></thead><tbody>
-{% for q, kw in coverage.quarters %}<tr><td>{{ q | hm }}</td><td class="num">{{ "%.1f" | format(kw) }}</td></tr>{% endfor %}
+<table><thead><tr><th>Quarter hour</th><th class="num">P90 kW</th></tr></thead><tbody>
+{% for q, kw in coverage.quarters %}<tr><td>{{ q | lhm(tz) }}</td><td class="num">{{ "%.1f" | format(kw) }}</td></tr>{% endfor %}
 </tbody></table>
 <h2>Committed vehicles</h2>
 <table><thead><tr><th>Vehicle</th><th class="num">Committed kW</th><th class="num">P(plugged in), weakest quarter</th></tr></thead><tbody>
@@ -201,6 +220,23 @@ holds for 20 minutes; a car without a forecast row counts for nothing.</p>
 <td class="num">{{ "%.1f" | format(v.kw) }}</td><td class="num">{{ v.p90_weakest_p | pct }}</td></tr>{% endfor %}
 </tbody></table>
 {% else %}<p>No forecast covers this obligation's MTU: its P90 coverage is unknown.</p>{% endif %}
+</section>
+<section id="response">
+<h2>Response times</h2>
+{% if responses.activations %}
+<p id="response-summary">{{ responses.count }} activations assessed: median {{ responses.median_s | seconds }}, slowest
+{{ responses.slowest_s | seconds }}{% if responses.never %}, {{ responses.never }} never reached the required share{% endif %};
+{{ responses.passed }} passed.</p>
+<table><thead><tr><th>Activation</th><th>MTU</th><th class="num">Response time</th><th class="num">Required</th><th>Result</th></tr></thead><tbody>
+{% for a in responses.activations %}<tr><td>{{ a.start.astimezone(tz).strftime("%H:%M:%S %Z") }}</td><td>{{ a.mtu_start | lhm(tz) }}</td>
+<td class="num {{ '' if a.in_time else 'bad' }}">{{ a.response_time_s | seconds if a.response_time_s is not none else "never reached" }}</td>
+<td class="num">{{ "%.0f %%" | format(a.required_share * 100) }} by {{ a.required_response_s | seconds }}</td>
+<td class="{{ 'ok' if a.passed else 'bad' }}">{{ "passed" if a.passed else "failed" }}</td></tr>{% endfor %}
+</tbody></table>
+{% else %}<p>No assessed activation in the verified deliveries{% if o.delivered_share is none %} (none verified yet){% endif %}.</p>{% endif %}
+<p class="rule">From the verified deliveries (dispatch verify): the time from the activation's start until the fleet's
+response (power minus baseline) first reached the required share of what the frequency asked at the checkpoint.
+Times in {{ tz.key }}.</p>
 </section>
 {% endblock %}
 """
@@ -270,6 +306,78 @@ FORBIDDEN = """{% extends "base.html" %}
 {% endblock %}
 """
 
+FORECAST = """{% extends "base.html" %}
+{% block main %}
+<h1>Forecast vs realised, {{ day.label }}</h1>
+<p><a href="/ops/forecast?day={{ day.shifted(-1).day.isoformat() }}">previous day</a> ·
+<a href="/ops/forecast?day={{ day.shifted(1).day.isoformat() }}">next day</a> · <a href="/ops">operations</a></p>
+{% for direction, chart in charts %}<section id="forecast-{{ direction }}">{{ chart }}</section>{% endfor %}
+<section id="scores">
+<h2>How the realised MTUs fell in the band</h2>
+<table><thead><tr><th>Direction</th><th>Day</th><th>Forecast issued</th><th class="num">MTUs realised</th>
+<th class="num">Inside P10-P90</th><th class="num">Below P10 (P90 volume missed)</th></tr></thead><tbody>
+{% for direction, f, s in scores %}<tr><td>{{ direction }}</td><td>{{ f.day.day.isoformat() }}</td>
+<td>{% if f.forecast_id %}{{ f.issued_at | local(tz) }}{% else %}no forecast{% endif %}</td><td class="num">{{ s.mtus }}</td>
+<td class="num">{{ s.inside_share | pct }}</td><td class="num">{{ s.below_share | pct }}</td></tr>{% endfor %}
+</tbody></table>
+<p class="rule">The band: the portfolio quantiles of flexible power (endurance 0) of the forecast each day was planned
+on: the latest issued by the day's local midnight, else the first issued during the day. Realised: the forecaster's
+own target computed from telemetry: sessions derived from the readings as ingest derives them, each MTU's plugged-in
+share times the car-charger pair's kW (up: V2G car on a bidirectional charger, the least of car, charger and site
+export; down: the lesser of car and charger charge power), summed over the registered vehicles, for the MTUs that
+have ended{% if realised_to %} (up to {{ realised_to | local(tz) }}){% endif %}. Times in {{ day.zone.timezone }}.</p>
+</section>
+{% endblock %}
+"""
+
+BIDS = """{% extends "base.html" %}
+{% block main %}
+<h1>Bids and clearing, {{ day.label }}</h1>
+<p><a href="/ops/bids?day={{ day.shifted(-1).day.isoformat() }}">previous day</a> ·
+<a href="/ops/bids?day={{ day.shifted(1).day.isoformat() }}">next day</a> · <a href="/ops">operations</a></p>
+{% if not products %}<section id="no-bids"><p>No bids for {{ day.day.isoformat() }} in {{ day.zone.value }}
+({{ day.start | local(tz) }} to {{ day.end | local(tz) }}).</p></section>{% endif %}
+{% for p, chart in products %}
+<section class="product" id="product-{{ loop.index }}">
+<h2>{{ p.product_id }} {{ p.direction }}</h2>
+<p>Offered {{ "%.2f" | format(p.offered_mwh) }} MW·h of capacity, cleared {{ "%.2f" | format(p.accepted_mwh) }} MW·h{% if p.awaiting %};
+{{ p.awaiting }} MTU not cleared yet{% endif %}.</p>
+{{ chart }}
+<table><thead><tr><th>MTU ({{ day.zone.timezone }})</th><th>Auction</th><th class="num">Offered MW</th><th class="num">Bid price</th>
+<th class="num">Cleared MW</th><th class="num">Clearing price</th></tr></thead><tbody>
+{% for r in p.rows %}<tr><td>{{ r.mtu_start | lhm(tz) }}–{{ r.mtu_end | lhm(tz) }}</td><td>{{ r.auction }}</td>
+<td class="num">{{ "%.1f" | format(r.offered_mw) }}</td><td class="num">{{ "%.2f" | format(r.bid_price) }} EUR/MW/h</td>
+<td class="num">{% if r.cleared %}{{ "%.1f" | format(r.accepted_mw) }}{% else %}not cleared yet{% endif %}</td>
+<td class="num">{% if r.clearing_price is not none %}{{ "%.2f" | format(r.clearing_price) }} EUR/MW/h{% else %}–{% endif %}</td></tr>
+{% endfor %}</tbody></table>
+</section>
+{% endfor %}
+<p class="rule">Per auction the plan the market answered (one with clearing results), else the latest plan. The day is the
+zone's local delivery day ({{ "%g" | format(day.hours) }} h).</p>
+{% endblock %}
+"""
+
+LAG = """{% extends "base.html" %}
+{% block main %}
+<h1>Ingest consumer lag</h1>
+<section>
+{% if not lag.reachable %}<p class="alert" id="lag-state">Broker unreachable: {{ lag.error }}.</p>
+{% elif lag.lagging %}<p class="alert" id="lag-state">Group {{ lag.group }} is {{ "{:,}".format(lag.total) }} messages behind on
+{{ lag.topic }}: above the {{ "{:,}".format(lag.alert_messages) }} alert threshold.</p>
+{% else %}<p class="ok" id="lag-state">Group {{ lag.group }} is {{ "{:,}".format(lag.total) }} messages behind on {{ lag.topic }}
+(alert above {{ "{:,}".format(lag.alert_messages) }}).</p>{% endif %}
+<p class="rule">Read from the broker ({{ lag.bootstrap_servers or "none configured" }}) at {{ lag.checked_at | utc }}:
+per partition, the log end offset against the offset the group committed (from the log start where it never committed).
+Answers are cached for a few seconds; a broker that does not answer within the time-out is reported unreachable.</p>
+{% if lag.partitions %}<table><thead><tr><th class="num">Partition</th><th class="num">Log start</th><th class="num">Log end</th>
+<th class="num">Committed</th><th class="num">Lag</th><th>Newest message (UTC)</th></tr></thead><tbody>
+{% for p in lag.partitions %}<tr><td class="num">{{ p.partition }}</td><td class="num">{{ p.start }}</td><td class="num">{{ p.end }}</td>
+<td class="num">{{ p.committed if p.committed is not none else "never" }}</td><td class="num {{ 'bad' if p.lag else '' }}">{{ p.lag }}</td>
+<td>{{ p.newest_at | utc }}</td></tr>{% endfor %}</tbody></table>{% endif %}
+</section>
+{% endblock %}
+"""
+
 # Re-fetches each [data-refresh] element's fragment every data-every seconds. Served from our own
 # origin (the pages' Content-Security-Policy allows no inline script).
 REFRESH_JS = """"use strict";
@@ -293,4 +401,4 @@ REFRESH_JS = """"use strict";
 TEMPLATES = {"base.html": BASE, "login.html": LOGIN, "ops.html": OPS, "live.html": LIVE, "charger.html": CHARGER,
              "offline.html": OFFLINE,
              "dlq.html": DLQ, "obligation.html": OBLIGATION, "vehicle.html": VEHICLE, "me.html": ME,
-             "forbidden.html": FORBIDDEN}
+             "forbidden.html": FORBIDDEN, "forecast.html": FORECAST, "bids.html": BIDS, "lag.html": LAG}

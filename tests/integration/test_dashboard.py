@@ -1,6 +1,9 @@
 """The browser pages on the real PostgreSQL: a small simulated fleet reporting now (one car's link
 gone quiet at its charger), a growing telemetry DLQ, an obligation this hour that its committed
-cars' P90 cannot cover, a verified delivery, a broken departure promise and a settled month.
+cars' P90 cannot cover, a verified delivery with two assessed activations, bids of today and of
+the day the clocks go back, a forecast with quantile bands, a broken departure promise and a
+settled month. The broker is not configured here (the lag alert's own tests use the real one:
+test_dashboard_lag.py).
 
 Headless Chromium (Playwright) drives the app served by uvicorn: an operator logs in, reads the
 fleet numbers, opens alerts and drills into a vehicle, and sees the live part refresh; an owner
@@ -26,8 +29,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from flexfleet.domain.zones import BiddingZone
 from flexfleet.forecast.portfolio import LEVELS
 from services.api.accounts import create_account
+from services.api.dashboard_queries import local_day, today
 from services.api.app import create_app
 from services.settlement.statements.pdf import CHROMIUM, CHROMIUM_ARGS
 from services.simulator.fleet import generate_fleet
@@ -58,6 +63,45 @@ class Seeded:
     bob: str
     alice_total: str
     bob_total: str
+    dst_day: str                   # a day the clocks went back: 25 hours of bids
+
+
+DST_DAY = datetime(2026, 10, 25).date()     # Europe/Stockholm: 03:00 CEST -> 02:00 CET
+
+
+def _plan(conn: psycopg.Connection, day, auction: str, created: datetime,
+          bids: list[tuple[str, str, str, datetime, float, float, float | None, float | None]]) -> str:
+    """A bid plan and its bids: (product, market key, direction, MTU start, MW, price, accepted MW or
+    None for no clearing result yet, clearing price)."""
+    plan = conn.execute("INSERT INTO bid_plans (zone, delivery_day, auction, planned_at, solver_status, solve_seconds, "
+                        "revenue_eur, wear_eur, penalty_eur, created_at) VALUES (%s, %s, %s, %s, 'optimal', 0.1, 1, 0, 0, "
+                        "%s) RETURNING plan_id", (ZONE, day, auction, created, created)).fetchone()[0]
+    for n, (product, key, direction, start, mw, price, accepted, cleared_price) in enumerate(bids):
+        bid = f"{plan}/{n}"
+        conn.execute("INSERT INTO bids (bid_id, plan_id, product_id, market_key, auction, direction, mtu_start, "
+                     "mtu_minutes, volume_mw, price_eur_per_mw_h, expected_value_eur, p90_kw_backing, "
+                     "shortfall_probability) VALUES (%s, %s, %s, %s, %s, %s, %s, 60, %s, %s, 1, 100, 0.1)",
+                     (bid, plan, product, key, auction, direction, start, mw, price))
+        if accepted is not None:
+            conn.execute("INSERT INTO clearing_results (bid_id, accepted_mw, price_eur_per_mw_h, source) "
+                         "VALUES (%s, %s, %s, 'test')", (bid, accepted, cleared_price))
+    return str(plan)
+
+
+def _portfolio(conn: psycopg.Connection, issued: datetime, start: datetime, end: datetime) -> None:
+    """A forecast issued at `issued` with portfolio quantiles of flexible kW over [start, end): a band
+    of 10-60 kW up and 20-80 kW down around 30 and 50."""
+    forecast = conn.execute("INSERT INTO forecasts (zone, issued_at, forecaster_version, frames) VALUES "
+                            "(%s, %s, 'test-v1', '{}') RETURNING forecast_id", (ZONE, issued)).fetchone()[0]
+    rows, ts, n = [], start, 0
+    while ts < end:
+        for direction, q in (("up", (5, 10, 20, 30, 40, 60, 70)), ("down", (10, 20, 35, 50, 65, 80, 90))):
+            rows.append((forecast, n, direction, ts, *q))
+            n += 1
+        ts += Q
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO forecast_portfolio (forecast_id, row_no, direction, endurance_min, target_start, "
+                        "q05, q10, q25, q50, q75, q90, q95) VALUES (%s, %s, %s, 0, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
 
 
 def _readings(vid: str, charger: str | None, start: datetime, end: datetime, soc0: float, kw: float,
@@ -132,9 +176,11 @@ def _seed(url: str, files: Path) -> Seeded:
             "INSERT INTO deliveries (obligation_id, mtu_start, mtu_end, zone, product_id, direction, kind, "
             "baseline_method, required_mw, delivered_mw, delivered_share, capacity_share, response_share, "
             "shortfall_mw, shortfall_mwh, required_energy_mwh, delivered_energy_mwh, quarter_shares, vehicles, "
-            "vehicles_without_data, content_hash, verified_at) VALUES (%s, %s, %s, %s, 'FCR-D-up/SE_DK2', 'up', "
+            "vehicles_without_data, content_hash, verified_at, response_time_s, required_response_s, activations) "
+            "VALUES (%s, %s, %s, %s, 'FCR-D-up/SE_DK2', 'up', "
             "'frequency', 'schedule', 0.1, 0.08, 0.8, 0.8, NULL, 0.02, 0.02, 0.1, 0.08, '{0.8,0.8,0.8,0.8}', 3, 0, "
-            "'h', now())", (bid, hour, hour + timedelta(hours=1), ZONE))
+            "'h', now(), 5.2, 7.5, %s)", (bid, hour, hour + timedelta(hours=1), ZONE, json.dumps([
+                _activation(hour + timedelta(minutes=3), 5.2, True), _activation(hour + timedelta(minutes=9), None, False)])))
         # A forecast issued this quarter hour: each committed car plugged in with 90 %, holding 10 kW.
         levels = list(LEVELS)
         conn.execute("INSERT INTO forecasters (version, zone, trained_until, body) VALUES ('test-v1', %s, %s, %s)",
@@ -148,6 +194,25 @@ def _seed(url: str, files: Path) -> Seeded:
                             "capacity_up_kw, up_20_kw) VALUES (%s, %s, %s, %s, 0.9, 11, 10)",
                             [(forecast, n * 4 + k, v.vehicle_id, hour + k * Q)
                              for n, v in enumerate(committed) for k in range(4)])
+        # Bids of today's local day: the obligation's bid, cleared; the second auction's answered plan (FCR-D
+        # down cleared at 0 and in part, FCR-N not answered yet) and an older plan of it the market never saw.
+        day = today(BiddingZone(ZONE), now)
+        conn.execute("INSERT INTO clearing_results (bid_id, accepted_mw, price_eur_per_mw_h, source) "
+                     "VALUES (%s, 0.1, 38.5, 'test')", (bid,))
+        _plan(conn, day.day, "D-1 second", hour - timedelta(days=1), [
+            ("FCR-D-down/SE_DK2", "fcr_d_down", "down", day.start + timedelta(hours=2), 0.3, 12, 0.0, None),
+            ("FCR-D-down/SE_DK2", "fcr_d_down", "down", day.start + timedelta(hours=3), 0.4, 12, 0.2, 11.75),
+            ("FCR-N/SE", "fcr_n", "up", day.start + timedelta(hours=5), 0.2, 25, None, None)])
+        _plan(conn, day.day, "D-1 second", hour - timedelta(days=2), [
+            ("FCR-D-up/SE_DK2", "fcr_d_up", "up", day.start + timedelta(hours=4), 9.9, 99, None, None)])
+        # The DST day: 00:00 CEST, both 02:00s, 23:00 CET; and 23:00 CEST of the day before, not shown.
+        dst = local_day(BiddingZone(ZONE), DST_DAY)
+        _plan(conn, DST_DAY, "d-1", dst.start - timedelta(hours=20), [
+            ("FCR-D-up/SE_DK2", "fcr_d_up", "up", at, mw, 30, mw, 31.0)
+            for at, mw in ((dst.start - timedelta(hours=1), 7.7), (dst.start, 0.5), (dst.start + timedelta(hours=2), 0.6),
+                           (dst.start + timedelta(hours=3), 0.7), (dst.end - timedelta(hours=1), 0.8))])
+        # The forecast yesterday and today were planned on, with its quantile bands.
+        _portfolio(conn, day.shifted(-1).start - timedelta(hours=1), day.shifted(-1).start, day.end)
         # Last month settled: one statement each for Alice (the first plugged car's owner) and Bob.
         month = (now.date().replace(day=1) - timedelta(days=1)).replace(day=1)
         label = month.strftime("%Y-%m")
@@ -167,10 +232,19 @@ def _seed(url: str, files: Path) -> Seeded:
                      "period_end) VALUES (%s, %s, 1, 'l1', 1, %s, 'k1', %s, 'availability', 't1', 'SEK', 12345, 98, "
                      "'h', 'SEK/h', %s, %s)", (ZONE, month, alice, first.vehicle_id, month, now.date().replace(day=1)))
         for name, role in ROLES.items():
-            create_account(conn, name, PASSWORD, role, {"alice": alice, "bob": bob}.get(name))
+            create_account(conn, name, PASSWORD, role, {"alice": alice, "bob": bob}.get(name),
+                           ven_name="site-ven-7" if role == "ven" else None)
     ids = [v.vehicle_id for v in plugged]
     return Seeded(url, files, now, ids, ids + [idle.vehicle_id], quiet.vehicle_id, quiet.home_charger_id,
-                  idle.vehicle_id, bid, label, alice, bob, "123.45", "678.90")
+                  idle.vehicle_id, bid, label, alice, bob, "123.45", "678.90", DST_DAY.isoformat())
+
+
+def _activation(start: datetime, response_s: float | None, passed: bool) -> dict:
+    """An assessed FCR-D activation as services.dispatcher.deliveries stores it."""
+    return {"start": start.isoformat().replace("+00:00", "Z"), "reference_mw": 0.1, "required_response_s": 7.5,
+            "required_share": 0.86, "response_time_s": response_s, "power_mw": 0.09 if passed else 0.02,
+            "energy_mws": 0.5, "required_energy_mws": 0.3, "steady_state_ratio": 1.0, "over_delivery": False,
+            "proven_share": 1.0 if passed else 0.2, "passed": passed}
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +269,8 @@ def _bearer(client: TestClient, username: str) -> dict[str, str]:
 def _pages(s: Seeded) -> dict[str, str]:
     return {"ops": "/ops", "live": "/ops/live", "charger": f"/ops/alerts/charger/{s.quiet_charger}",
             "dlq": "/ops/alerts/dlq/telemetry", "obligation": f"/ops/alerts/obligation/{s.obligation}",
-            "vehicle": f"/ops/vehicles/{s.plugged[0]}", "offline": "/ops/chargers/offline", "me": "/me"}
+            "vehicle": f"/ops/vehicles/{s.plugged[0]}", "offline": "/ops/chargers/offline", "me": "/me",
+            "forecast": "/ops/forecast", "bids": "/ops/bids", "lag": "/ops/alerts/lag/ingest"}
 
 
 # ------------------------------------------------------------------------------ authorization
@@ -246,9 +321,10 @@ def test_the_cookie_login_sets_a_strict_httponly_session_and_redirects_by_role(s
     client.cookies.clear()
     assert client.get("/me").status_code == 303
     # Over https the cookie is Secure.
-    with TestClient(client.app, base_url="https://testserver", follow_redirects=False) as https:
-        answer = https.post("/login", data={"username": "olle", "password": PASSWORD})
-        assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
+    # (Not entered: the app's lifespan belongs to the module's client; running it twice closes its pools.)
+    https = TestClient(client.app, base_url="https://testserver", follow_redirects=False)
+    answer = https.post("/login", data={"username": "olle", "password": PASSWORD})
+    assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
 
 
 def test_bidder_and_ven_accounts_get_no_session_and_failures_are_one_answer(seeded, client):
@@ -411,6 +487,25 @@ def test_an_operator_reads_the_fleet_opens_alerts_and_drills_into_a_vehicle(seed
     page.goto(f"{served}/ops/vehicles/{seeded.plugged[0]}")
     assert "broken" in page.text_content("#promises") and "123.45 SEK" in page.text_content("#earnings")
     page.screenshot(path=str(shots / "vehicle.png"), full_page=True)
+    # The pages linked from /ops: forecast bands, bids and clearing (today and the DST day), the broker's lag.
+    page.goto(f"{served}/ops")
+    page.click("#pages >> text=Forecast vs realised")
+    page.wait_for_url(f"{served}/ops/forecast")
+    assert page.locator("#forecast-up svg").count() == 1 and page.locator("#forecast-down svg").count() == 1
+    page.screenshot(path=str(shots / "forecast.png"), full_page=True)
+    page.go_back()
+    page.click("#pages >> text=Bids and clearing")
+    page.wait_for_url(f"{served}/ops/bids")
+    assert page.locator("section.product svg").count() == 3
+    page.screenshot(path=str(shots / "bids.png"), full_page=True)
+    page.goto(f"{served}/ops/bids?day={seeded.dst_day}")
+    assert "(25 h)" in page.text_content("main")
+    page.screenshot(path=str(shots / "bids-dst-day.png"), full_page=True)
+    page.goto(f"{served}/ops")
+    page.click("#pages >> text=Ingest consumer lag")
+    page.wait_for_url(f"{served}/ops/alerts/lag/ingest")
+    assert page.locator("#lag-state").count() == 1
+    page.screenshot(path=str(shots / "lag.png"), full_page=True)
     # The live part refreshes by itself: the idle car plugs in, and the count follows.
     page.goto(f"{served}/ops?every=2")
     assert page.text_content("#plugged-in") == str(len(seeded.plugged))
@@ -433,3 +528,49 @@ def test_an_owner_sees_only_their_statements_and_not_the_operations_pages(seeded
     answer = page.goto(f"{served}/ops")
     assert answer.status == 403 and "operator and admin" in page.text_content("main")
     page.screenshot(path=str(shots / "owner-on-ops.png"), full_page=True)
+
+
+# ------------------------------------------------------------------------------ forecast, bids, responses, local day
+
+
+def test_the_bids_page_shows_the_answered_plan_per_product_in_local_time(seeded, client):
+    headers = _bearer(client, "olle")
+    page = client.get("/ops/bids", headers=headers).text
+    assert page.count("<svg") == 3                          # one chart per product and direction
+    for product in ("FCR-D-up/SE_DK2 up", "FCR-D-down/SE_DK2 down", "FCR-N/SE up"):
+        assert f"<h2>{product}</h2>" in page
+    assert "38.50 EUR/MW/h" in page and "11.75 EUR/MW/h" in page and "not cleared yet" in page
+    assert ">9.9<" not in page and ">0.3<" in page          # not the plan the market never answered
+    assert "Europe/Stockholm" in page and re.search(r"\d\d:\d\d CES?T", page)
+    # The day the clocks go back: 25 hours, both 02:00s, and nothing of the evening before.
+    dst = client.get(f"/ops/bids?day={seeded.dst_day}", headers=headers).text
+    assert "(25 h)" in dst and "02:00 CEST–02:00 CET" in dst and "02:00 CET–03:00 CET" in dst
+    assert "00:00 CEST–01:00 CEST" in dst and "23:00 CET–00:00 CET" in dst and ">7.7<" not in dst
+    spring = client.get("/ops/bids?day=2026-03-29", headers=headers).text
+    assert "No bids for 2026-03-29" in spring and "(23 h)" in spring
+    bad = client.get("/ops/bids?day=2026-13-01", headers=headers)
+    assert bad.status_code == 400 and bad.json()["field"] == "day"
+
+
+def test_the_forecast_page_draws_bands_against_realised_for_two_days(seeded, client):
+    page = client.get("/ops/forecast", headers=_bearer(client, "olle")).text
+    assert page.count("<svg") == 2 and 'id="forecast-up"' in page and 'id="forecast-down"' in page
+    day = today(BiddingZone(ZONE), seeded.now)
+    rows = re.findall(r"<tr><td>(up|down)</td><td>([\d-]+)</td>\s*<td>([^<]+)</td><td class=\"num\">(\d+)</td>", page)
+    assert {(d, x) for d, x, _, _ in rows} == {(d, x.isoformat()) for d in ("up", "down")
+                                               for x in (day.day - timedelta(days=1), day.day)}
+    realised_today = {d: int(n) for d, x, _, n in rows if x == day.day.isoformat()}
+    ended = int((min(seeded.now, day.end) - day.start) // Q)
+    assert realised_today == {"up": ended, "down": ended}   # every ended MTU of today has a realised value
+    assert all("no forecast" not in issued for _, _, issued, _ in rows)
+
+
+def test_response_times_show_on_the_obligation_and_on_ops(seeded, client):
+    headers = _bearer(client, "olle")
+    page = client.get(f"/ops/alerts/obligation/{seeded.obligation}", headers=headers).text
+    assert "2 activations assessed: median 5.2 s, slowest\n5.2 s, 1 never reached" in page
+    assert page.count("never reached") >= 2 and "failed" in page and "passed" in page
+    ops = client.get("/ops", headers=headers).text
+    assert re.search(r'id="activations">2<', ops) and re.search(r'id="response-median">5.2 s<', ops)
+    assert re.search(r'id="response-passed">1 / 2<', ops)
+    assert "Today's obligations (" + today(BiddingZone(ZONE), seeded.now).label in ops

@@ -2,8 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
+from flexfleet.domain.zones import BiddingZone
 from services.api import dashboard_queries as q
 from services.api.dashboard import LISTED_CHARGERS, OFFLINE_LIST, Live
+from services.api.dashboard_lag import GroupLag
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -11,7 +13,9 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def _live(offline: int, last_reading: datetime | None) -> Live:
     chargers = [q.OfflineCharger(f"c{i:03d}", "s1", NOW - timedelta(minutes=40), (f"v{i:03d}",)) for i in range(offline)]
     fleet = q.FleetNow(NOW, 500, 100, 400, 300, 60, ())
-    return Live(fleet, chargers, q.DlqGrowth(0, 0), [], "2026-11-24 UTC", last_reading)
+    lag = GroupLag("k:9092", "telemetry.v1", "ingest", 5000, NOW)          # reachable, nothing behind
+    return Live(fleet, chargers, q.DlqGrowth(0, 0), [], q.today(BiddingZone.SE3, NOW), q.ResponseTimes(()), lag,
+                last_reading)
 
 
 def test_a_few_offline_chargers_are_listed_one_by_one() -> None:
