@@ -113,9 +113,10 @@ def test_demo_on_embedded_defaults_accounts_for_every_message(tmp_path, monkeypa
             r["revenue"] == r["owner_pay"] + r["wear_pay"] + r["penalties"] + r["margin"] for r in m["reconciliation"])
 
 
-def test_the_demo_serves_the_dashboard_with_a_login_it_prints(db_url, tmp_path):
+def test_the_demo_serves_the_dashboard_with_a_login_it_prints(db_url, tmp_path, kafka_server):
     """What `flexfleet demo` does after its batch (`--no-serve` skips it): an operator account with a
-    fresh password, printed with the address, and the API serving the dashboard on the database."""
+    fresh password, printed with the address, and the API serving the dashboard on the database,
+    reading the demo's broker for the consumer lag, and the VTN for the operator's token."""
     import re
     import threading
     from types import SimpleNamespace
@@ -126,7 +127,8 @@ def test_the_demo_serves_the_dashboard_with_a_login_it_prints(db_url, tmp_path):
     from services.demo import dashboard_server
 
     console = Console(record=True, width=200)
-    run = SimpleNamespace(platform=SimpleNamespace(database_url=db_url), out_dir=tmp_path, console=console)
+    run = SimpleNamespace(platform=SimpleNamespace(database_url=db_url, bootstrap_servers=kafka_server.bootstrap_servers),
+                          out_dir=tmp_path, console=console)
     server = dashboard_server(run, 0)
     printed = console.export_text()
     address = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/login", printed).group(1)
@@ -142,7 +144,12 @@ def test_the_demo_serves_the_dashboard_with_a_login_it_prints(db_url, tmp_path):
             page = client.post("/login", data={"username": user, "password": password},
                                headers={"Origin": address})
             assert page.status_code == 200 and str(page.url).endswith("/ops")
+            assert "no broker configured" not in page.text
             assert client.get("/healthz").json() == {"status": "ok"}
+            token = client.post("/v1/auth/token", data={"grant_type": "password", "username": user,
+                                                         "password": password}).json()["access_token"]
+            programs = client.get("/openadr3/3.0.1/programs", headers={"Authorization": f"Bearer {token}"})
+            assert programs.status_code == 200           # the operator is the OpenADR business logic
     finally:
         server.should_exit = True
         thread.join(10)
