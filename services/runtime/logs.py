@@ -124,6 +124,8 @@ def configure_logging(service: str, *, fmt: str | None = None, level: str | int 
     root.setLevel(level)
     for name in _UVICORN:
         logger = logging.getLogger(name)
+        if not logger.handlers and not logger.propagate:
+            continue      # switched off (uvicorn --no-access-log): routing it would log every request
         logger.handlers.clear()
         logger.propagate = True
     return handler

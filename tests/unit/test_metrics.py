@@ -303,3 +303,27 @@ def test_the_log_handler_follows_stderr_survives_a_closed_capture_and_lets_libra
     finally:
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(level)
+
+
+def test_an_access_log_switched_off_stays_off():
+    """`uvicorn --no-access-log` empties uvicorn.access and stops its propagation; an app factory
+    that configures logging afterwards must not route it back (a line per request: the VTN's
+    polls), while uvicorn's own loggers that have handlers are routed to ours."""
+    import uvicorn
+
+    root = logging.getLogger()
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate)
+             for n in ("uvicorn", "uvicorn.error", "uvicorn.access")}
+    try:
+        uvicorn.Config(FastAPI(), access_log=False).configure_logging()
+        assert not logging.getLogger("uvicorn.access").hasHandlers()
+        configure_logging("vtn", stream=io.StringIO())
+        access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
+        assert not access.hasHandlers() and not access.propagate
+        assert error.propagate and not error.handlers
+    finally:
+        for h in [h for h in root.handlers if h.get_name() == "flexfleet"]:
+            root.removeHandler(h)
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate
