@@ -28,7 +28,9 @@ FORMAT_ENV = "FLEXFLEET_LOG_FORMAT"
 LEVEL_ENV = "FLEXFLEET_LOG_LEVEL"
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message`, the message again with terminal colour codes: not an extra field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName",
+                                                                                "color_message"}
 # uvicorn configures these with handlers of their own; they are routed to the root handler instead.
 _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 _HANDLER_NAME = "flexfleet"

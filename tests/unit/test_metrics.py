@@ -317,10 +317,13 @@ def test_an_access_log_switched_off_stays_off():
     try:
         uvicorn.Config(FastAPI(), access_log=False).configure_logging()
         assert not logging.getLogger("uvicorn.access").hasHandlers()
-        configure_logging("vtn", stream=io.StringIO())
+        out = io.StringIO()
+        configure_logging("vtn", stream=out)
         access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
         assert not access.hasHandlers() and not access.propagate
         assert error.propagate and not error.handlers
+        error.info("Started server process", extra={"color_message": "Started \x1b[36mserver\x1b[0m process"})
+        assert out.getvalue().rstrip().endswith("uvicorn.error: Started server process")     # no colour copy
     finally:
         for h in [h for h in root.handlers if h.get_name() == "flexfleet"]:
             root.removeHandler(h)
