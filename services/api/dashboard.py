@@ -20,7 +20,7 @@ import jinja2
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from flexfleet.auth import Principal, Role, username as parse_username
@@ -38,7 +38,7 @@ from services.api.owners import owner_statements, statements_out
 from services.api.problems import ApiProblem
 from services.api.security import (Auth, LoginFailed, authenticate, bearer, clear_session_cookie, resolve_principal,
                                    same_origin, set_session_cookie)
-from services.runtime.health import database_answers
+from services.runtime.health import add_healthz
 
 OPERATIONS_ROLES = frozenset({Role.OPERATOR, Role.ADMIN})
 HOME = {Role.OPERATOR: "/ops", Role.ADMIN: "/ops", Role.OWNER: "/me"}
@@ -439,14 +439,7 @@ def install_dashboard(app: FastAPI, auth: Auth, lag: LagMonitor | None = None) -
     consumer-lag look-ups go to the broker the environment names (`LagMonitor.from_env`)."""
     app.include_router(dashboard_router(auth, lag or LagMonitor.from_env()))
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: whether the database answers",
-             responses={503: {"description": "The database does not answer."}})
-    async def healthz() -> JSONResponse:
-        """200 {"status": "ok"} when the database answers a query within a few seconds, else 503
-        {"status": "unavailable"}. Needs no login (a load balancer asks it)."""
-        ok, _ = await run_in_threadpool(database_answers, auth.connections.url, 3)
-        return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=200 if ok else 503,
-                            headers={"Cache-Control": "no-store"})
+    add_healthz(app, auth.connections.url)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

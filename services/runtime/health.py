@@ -183,7 +183,7 @@ def add_healthz(app: Any, database_url: str, timeout_s: int = 3) -> None:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
 
-    @app.get(HEALTH_PATH, tags=["operations"], summary="Liveness: whether the database answers",
+    @app.get(HEALTH_PATH, tags=["operations"], summary="Liveness: whether the database answers", response_model=None,
              responses={503: {"description": "The database does not answer."}})
     async def healthz() -> JSONResponse:
         """200 {"status": "ok"} when the database answers a query within a few seconds, else 503
