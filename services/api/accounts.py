@@ -29,8 +29,8 @@ class Account:
         return Principal(self.username, self.role, self.owner_id, self.ven_name)
 
 
-_ACCOUNT = ("SELECT username, password_hash, role, owner_id, created_at, disabled, ven_name FROM accounts "
-            "WHERE username = %s")
+_COLUMNS = "username, password_hash, role, owner_id, created_at, disabled, ven_name"
+_ACCOUNT = f"SELECT {_COLUMNS} FROM accounts WHERE username = %s"
 
 
 def _account(row: tuple | None) -> Account | None:
@@ -64,17 +64,16 @@ def create_account(conn: psycopg.Connection, username: str, password: str, role:
         if principal.owner_id is not None and conn.execute(
                 "SELECT 1 FROM owners WHERE owner_id = %s", (principal.owner_id,)).fetchone() is None:
             raise DomainError("owner_id", f"no owner {principal.owner_id!r}")
-        row = conn.execute("INSERT INTO accounts (username, password_hash, role, owner_id, ven_name) "
-                           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING RETURNING created_at",
-                           (principal.username, hash_secret(password), principal.role.value,
-                            principal.owner_id, principal.ven_name)).fetchone()
-        if row is None:
+        account = _account(conn.execute(
+            "INSERT INTO accounts (username, password_hash, role, owner_id, ven_name) VALUES (%s, %s, %s, %s, %s) "
+            f"ON CONFLICT (username) DO NOTHING RETURNING {_COLUMNS}",
+            (principal.username, hash_secret(password), principal.role.value, principal.owner_id,
+             principal.ven_name)).fetchone())
+        if account is None:
             raise DomainError("username", f"{principal.username!r} is taken")
         record_audit(conn, actor, "accounts add", f"accounts/{principal.username}",
                      detail={"role": principal.role.value, "owner_id": principal.owner_id,
                              **({"ven_name": principal.ven_name} if principal.ven_name else {})})
-    account = load_account(conn, principal.username)
-    assert account is not None
     return account
 
 
@@ -88,17 +87,16 @@ def register_client(conn: psycopg.Connection, client_id: str, client_secret: str
                           ven_name=ven_name or None)
     new_password(client_secret, "client_secret")
     with conn.transaction():
-        conn.execute("INSERT INTO accounts (username, password_hash, role, ven_name) VALUES (%s, %s, %s, %s) "
-                     "ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, "
-                     "ven_name = EXCLUDED.ven_name WHERE accounts.role = EXCLUDED.role",
-                     (principal.username, hash_secret(client_secret), principal.role.value, principal.ven_name))
-        if conn.execute("SELECT 1 FROM accounts WHERE username = %s AND role = %s",
-                        (principal.username, principal.role.value)).fetchone() is None:
+        # no row back: the update was skipped, the name belongs to another role's account
+        account = _account(conn.execute(
+            "INSERT INTO accounts (username, password_hash, role, ven_name) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, "
+            f"ven_name = EXCLUDED.ven_name WHERE accounts.role = EXCLUDED.role RETURNING {_COLUMNS}",
+            (principal.username, hash_secret(client_secret), principal.role.value, principal.ven_name)).fetchone())
+        if account is None:
             raise DomainError("client_id", f"{principal.username!r} is taken by an account of another role")
         record_audit(conn, actor, "accounts register-client", f"accounts/{principal.username}",
                      detail={"role": principal.role.value, "ven_name": principal.ven_name})
-    account = load_account(conn, principal.username)
-    assert account is not None
     return account
 
 
@@ -107,8 +105,8 @@ def register_ven_clients(conn: psycopg.Connection, clients: Iterable[tuple[str, 
     """Many VEN clients at once, `(client_id, ven_name)` each, sharing one secret's hash: a
     simulated fleet's thousands of sites, where a PBKDF2 hash each would be most of the set-up.
     Registering again gives the secret anew, as register_client does. Returns how many."""
-    rows = [(parse_username(cid, "client_id"), secret_hash, Principal(cid, Role.VEN, ven_name=ven).ven_name)
-            for cid, ven in clients]
+    vens = [Principal(parse_username(cid, "client_id"), Role.VEN, ven_name=ven) for cid, ven in clients]
+    rows = [(v.username, secret_hash, v.ven_name) for v in vens]
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany("INSERT INTO accounts (username, password_hash, role, ven_name) VALUES (%s, %s, 'ven', %s) "
                         "ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, "

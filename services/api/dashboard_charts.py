@@ -115,15 +115,20 @@ def bids_chart(rows: Sequence[tuple[datetime, int, float, float | None]], title:
     with matplotlib.rc_context(charts.STYLE):
         fig = charts.figure(2.2)
         ax = charts.axes(fig, title)
-        for i, (at, minutes, offered, accepted) in enumerate(rows):
+        labelled: set[str] = set()      # each series named once in the legend
+
+        def label(name: str) -> str | None:
+            if name in labelled:
+                return None
+            labelled.add(name)
+            return name
+
+        for at, minutes, offered, accepted in rows:
             slot = timedelta(minutes=minutes)
             width = slot * 0.42
-            ax.bar(at + slot * 0.06, offered, width=width, align="edge", color=BLUE, alpha=0.45,
-                   label="offered" if i == 0 else None)
+            ax.bar(at + slot * 0.06, offered, width=width, align="edge", color=BLUE, alpha=0.45, label=label("offered"))
             if accepted is not None:
-                ax.bar(at + slot * 0.52, accepted, width=width, align="edge", color=GREEN,
-                       label="cleared" if accepted is not None and not any(r[3] is not None for r in rows[:i])
-                       else None)
+                ax.bar(at + slot * 0.52, accepted, width=width, align="edge", color=GREEN, label=label("cleared"))
         ax.set_xlim(start, end)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("MW")

@@ -164,3 +164,21 @@ def test_every_vtn_operation_refuses_who_is_no_openadr_client(client: TestClient
                 assert client.request(method, url, json={}, headers=headers).status_code == 403, (name, method, url)
             checked += 1
     assert checked >= 25
+
+
+def test_registering_a_client_never_takes_over_another_roles_account(client: TestClient, module_db_url: str) -> None:
+    from flexfleet.domain.errors import DomainError
+
+    with psycopg.connect(module_db_url, autocommit=True) as conn:
+        for ven_name in (None, "site-9"):           # as the business logic, and as a VEN
+            with pytest.raises(DomainError) as err:
+                register_client(conn, "alice", "a-new-secret-for-alice", ven_name)
+            assert err.value.field == "client_id"
+        assert conn.execute("SELECT role, owner_id FROM accounts WHERE username = 'alice'").fetchone() == ("owner", "o1")
+        rotated = register_client(conn, BL[0], "a-rotated-bl-secret")
+        assert (rotated.username, rotated.role.value, rotated.ven_name) == (BL[0], "operator", None)
+    assert _password(client, "alice")             # her password still works
+    assert client.post(f"{V301}/auth/token", data={"grant_type": "client_credentials", "client_id": BL[0],
+                                                    "client_secret": "a-rotated-bl-secret"}).status_code == 200
+    with psycopg.connect(module_db_url, autocommit=True) as conn:
+        register_client(conn, *BL)                  # back, for the module's other tests
